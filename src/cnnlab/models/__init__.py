@@ -1,0 +1,3 @@
+from cnnlab.models.registry import ModelSpec, create_model, get_spec, list_models, register_model
+
+__all__ = ["ModelSpec", "create_model", "get_spec", "list_models", "register_model"]

@@ -1,0 +1,263 @@
+"""The library calls behind the commands: `train` (a config -> a bundle) and `evaluate`."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from cnnlab import __version__, bundle
+from cnnlab.config import Config, load_config
+from cnnlab.data.loader import TensorBatches
+from cnnlab.data.preprocess import (
+    Preprocessing,
+    channel_stats,
+    fit_to_input,
+    plan_resize,
+    stats_tensors,
+)
+from cnnlab.data.sources import ArrayDataset, load_source
+from cnnlab.engine.fit import HISTORY_FIELDS, fit
+from cnnlab.engine.loop import evaluate_epoch
+from cnnlab.engine.losses import make_loss, predicted_index
+from cnnlab.errors import DataError, ModelError
+from cnnlab.evaluation.diagnosis import diagnose
+from cnnlab.evaluation.metrics import accuracy, confusion_matrix, per_class_accuracy
+from cnnlab.evaluation.plots import plot_confusion, plot_curves
+from cnnlab.export.predictor import Classifier, load
+from cnnlab.fileio import atomic_write_json
+from cnnlab.models import create_model, get_spec
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    test_accuracy: float
+    val_accuracy: float
+    train_seconds: float
+    eval_seconds: float
+    test_seconds: float
+    epochs: int
+    best_epoch: int
+    verdict: str
+    stop_reason: str
+
+
+def prepare_data(
+    cfg: Config, data: ArrayDataset, spec_mean: tuple[float, ...], spec_std: tuple[float, ...], input_size: int
+) -> tuple[Preprocessing, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Fit every split to the network input once, and fix the preprocessing the card will hold."""
+    resize_to, pad_to = plan_resize(data.image_size, input_size, cfg.data.resize)
+    splits = {name: (fit_to_input(x, resize_to, pad_to), y) for name, (x, y) in data.splits.items()}
+    if spec_mean:
+        mean, std = spec_mean, spec_std
+    else:  # trained from scratch: standardise with the training split's own statistics
+        mean, std = channel_stats(splits["train"][0])
+    return Preprocessing(data.channels, resize_to, pad_to, mean, std), splits
+
+
+def train(
+    cfg: Config,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    console: Console | None = None,
+) -> TrainSummary:
+    console = console or Console(quiet=True)
+    out = Path(out) if out is not None else Path("runs") / cfg.name
+    spec = get_spec(cfg.model.name)
+    bundle.check_run_dir(out, overwrite=overwrite, resume=resume)
+    data = load_source(cfg.data)
+    if spec.binary and len(data.classes) != 2:
+        raise ModelError(f"{spec.name} is a binary model; {cfg.data.source} has {len(data.classes)} classes")
+    input_size = cfg.data.input_size or spec.input_size
+    try:
+        prep, splits = prepare_data(cfg, data, spec.mean, spec.std, input_size)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    sizes = data.sizes()
+    console.print(
+        f"data: {data.source} ({len(data.classes)} classes; train {sizes['train']:,}, val {sizes['val']:,}, "
+        f"test {sizes['test']:,}) from {data.origin}"
+    )
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(spec.name, len(data.classes), data.channels, input_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(
+        f"model: {spec.name}, {n_params:,} parameters, input {data.channels}x{prep.pad_to[0]}x{prep.pad_to[1]}"
+    )
+
+    mean, std = stats_tensors(prep.mean, prep.std)
+    tc = cfg.train
+    train_batches = TensorBatches(
+        *splits["train"], tc.batch_size, mean, std, shuffle=True, seed=tc.seed, channels_last=tc.channels_last
+    )
+    val_batches = TensorBatches(*splits["val"], tc.eval_batch_size, mean, std, channels_last=tc.channels_last)
+    test_batches = TensorBatches(*splits["test"], tc.eval_batch_size, mean, std, channels_last=tc.channels_last)
+
+    created = bundle.prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    try:
+        bundle.write_config(out, cfg.to_yaml())
+        result = fit(
+            model,
+            train_batches,
+            val_batches,
+            cfg,
+            binary=spec.binary,
+            checkpoint_dir=out / bundle.CHECKPOINTS,
+            resume=resume,
+            console=console,
+            on_epoch=lambda rows: bundle.write_history(out / bundle.HISTORY, rows, HISTORY_FIELDS),
+        )
+    except BaseException:
+        if created and not (out / bundle.CHECKPOINTS / "last.pt").exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing resumable was written: leave no trace
+        raise
+
+    model.load_state_dict(result.best_state)
+    loss_fn = make_loss(spec.binary)
+    test = evaluate_epoch(model, test_batches, loss_fn, binary=spec.binary, precision=tc.precision)
+    best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    diagnosis = diagnose(result.history, len(data.classes))
+    plot_curves(result.history, diagnosis, out / bundle.CURVES, f"{spec.name} on {data.source}")
+    bundle.write_history(out / bundle.HISTORY, result.history, HISTORY_FIELDS)
+    weights_sha = bundle.save_weights(model.state_dict(), out / bundle.WEIGHTS)
+    card = {
+        "format": bundle.CARD_FORMAT,
+        "name": cfg.name,
+        "architecture": spec.name,
+        "description": spec.description,
+        "binary": spec.binary,
+        "num_classes": len(data.classes),
+        "classes": data.classes,
+        "in_chans": data.channels,
+        "input_size": list(prep.pad_to),
+        "preprocessing": prep.to_dict(),
+        "cam_layer": spec.cam_layer,
+        "temperature": None,
+        "threshold": None,
+        "parameters": n_params,
+        "metrics": {
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "val_accuracy": best_row["val_acc"],
+            "val_loss": best_row["val_loss"],
+            "best_epoch": result.best_epoch,
+        },
+        "training": {
+            "epochs_run": len(result.history),
+            "stop_reason": result.stop_reason,
+            "train_seconds": result.train_seconds,
+            "eval_seconds": result.eval_seconds,
+            "test_seconds": test.seconds,
+            "fit": diagnosis.to_dict(),
+            "precision": tc.precision,
+            "channels_last": tc.channels_last,
+            "threads": torch.get_num_threads(),
+        },
+        "data": {
+            "source": data.source,
+            "origin": data.origin,
+            "sha256": data.digest(),
+            "splits": data.sizes(),
+        },
+        "cnnlab_version": __version__,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "weights_sha256": weights_sha,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    bundle.write_card(out, card)  # last: its presence marks a finished bundle
+    return TrainSummary(
+        run_dir=out,
+        test_accuracy=test.accuracy,
+        val_accuracy=best_row["val_acc"],
+        train_seconds=result.train_seconds,
+        eval_seconds=result.eval_seconds,
+        test_seconds=test.seconds,
+        epochs=len(result.history),
+        best_epoch=result.best_epoch,
+        verdict=diagnosis.headline(),
+        stop_reason=result.stop_reason,
+    )
+
+
+@dataclass
+class EvalSummary:
+    split: str
+    accuracy: float
+    loss: float
+    classes: list[str]
+    confusion: np.ndarray
+    per_class: np.ndarray
+    seconds: float
+    out_dir: Path
+    data_matches: bool
+
+
+def evaluate(
+    run_dir: str | Path, split: str = "test", data_dir: str | None = None, out: str | Path | None = None
+) -> EvalSummary:
+    """Score a bundle on one split of the data it was trained on; writes `eval/` in the bundle."""
+    run_dir = Path(run_dir)
+    clf = load(run_dir)
+    cfg = load_config(str(run_dir / bundle.CONFIG))
+    if data_dir is not None:
+        cfg = cfg.replace(data=replace(cfg.data, data_dir=data_dir))
+    data = load_source(cfg.data)
+    if split not in data.splits:
+        raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
+    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval")
+
+
+def evaluate_arrays(clf: Classifier, data: ArrayDataset, split: str, out_dir: Path) -> EvalSummary:
+    prep = clf.preprocessing
+    x, y = data.splits[split]
+    pixels = fit_to_input(x, prep.resize_to, prep.pad_to)
+    start = time.perf_counter()
+    logits = clf.logits_from_pixels(pixels)
+    seconds = time.perf_counter() - start
+    loss = float(make_loss(clf.binary)(logits, y))
+    pred = predicted_index(logits, clf.binary).numpy()
+    cm = confusion_matrix(y.numpy(), pred, len(clf.classes))
+    summary = EvalSummary(
+        split=split,
+        accuracy=accuracy(cm),
+        loss=loss,
+        classes=clf.classes,
+        confusion=cm,
+        per_class=per_class_accuracy(cm),
+        seconds=seconds,
+        out_dir=out_dir,
+        data_matches=data.digest() == clf.card["data"]["sha256"],
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_confusion(
+        cm,
+        clf.classes,
+        out_dir / "confusion_matrix.png",
+        f"{clf.card['architecture']} — {split} accuracy {summary.accuracy:.4f}",
+    )
+    metrics: dict[str, Any] = {
+        "split": split,
+        "images": int(cm.sum()),
+        "accuracy": summary.accuracy,
+        "loss": loss,
+        "per_class_accuracy": {
+            c: (None if np.isnan(a) else float(a)) for c, a in zip(clf.classes, summary.per_class, strict=True)
+        },
+        "confusion_matrix": cm.tolist(),
+        "seconds": seconds,
+        "data_sha256_matches_card": summary.data_matches,
+    }
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return summary
