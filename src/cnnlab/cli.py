@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -182,21 +181,16 @@ def _print_summary(summary: Any) -> None:
 
 
 def main() -> None:
+    # Typer's standalone mode already answers usage errors with exit code 2; what reaches here
+    # is cnnlab's own one-line errors and an interrupted run.
     try:
-        code = app(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+        app()
     except KeyboardInterrupt:
         err.print("interrupted; an unfinished run continues with `cnnlab train ... --resume`")
         sys.exit(130)
     except CnnlabError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

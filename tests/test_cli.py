@@ -1,0 +1,130 @@
+"""The command line: happy paths, and bad input as one clear line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnlab import bundle
+from cnnlab.cli import main
+
+
+def run_cli(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["cnnlab", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (0 if code is None else int(code)), out, err
+
+
+TINY = ["--data", "mnist-sample", "--set", "data.limit_train=300", "--epochs", "1"]
+
+
+def test_train_then_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, out, _ = run_cli(["train", *TINY, "--out", str(tmp_path / "run")], capsys, monkeypatch)
+    assert code == 0
+    assert "test accuracy" in out and "training time" in out and str(tmp_path / "run") in out
+    assert "cnnlab evaluate" in out
+    code, out, _ = run_cli(["evaluate", str(tmp_path / "run")], capsys, monkeypatch)
+    assert code == 0 and "test accuracy" in out and "confusion matrix" in out
+    assert (tmp_path / "run" / "eval" / "confusion_matrix.png").is_file()
+    code, _, err = run_cli(["train", *TINY, "--out", str(tmp_path / "run")], capsys, monkeypatch)
+    assert code == 2 and "already holds a bundle" in err
+    code, _, _ = run_cli(["train", *TINY, "--out", str(tmp_path / "run"), "--overwrite"], capsys, monkeypatch)
+    assert code == 0
+
+
+def test_recipe_with_overrides(tmp_path: Path, capsys, monkeypatch) -> None:
+    args = [
+        "train",
+        "lenet5-mnist",
+        "--data",
+        "mnist-sample",
+        "--set",
+        "data.limit_train=300",
+        "--epochs",
+        "1",
+        "--set",
+        "optim.lr=2e-3",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    code, _, _ = run_cli(args, capsys, monkeypatch)
+    assert code == 0
+    saved = (tmp_path / "r" / bundle.CONFIG).read_text()
+    assert "lr: 0.002" in saved and "epochs: 1" in saved and "name: lenet5-mnist" in saved
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--model", "lenet", *TINY], "unknown model 'lenet' (did you mean 'lenet5'?)"),
+        (["train", *TINY, "--set", "train.epoch=3"], "unknown key 'train.epoch'"),
+        (["train", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
+        (["train", "--data", "mnist", "--data-dir", "/nonexistent/mnist"], "data source 'mnist' not found"),
+        (["train", "--data", "cifar10", "--data-dir", "/nonexistent"], "place {train,val,test}/CLASS/*.png"),
+        (["evaluate", "/nonexistent/run"], "no run directory at /nonexistent/run"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "runs").exists()  # no half-written bundle
+
+
+def test_malformed_yaml(tmp_path: Path, capsys, monkeypatch) -> None:
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("model: {name: lenet5\n")
+    code, _, err = run_cli(["train", str(recipe), "--out", str(tmp_path / "r")], capsys, monkeypatch)
+    assert code == 2 and "malformed YAML" in err and not (tmp_path / "r").exists()
+
+
+def test_unwritable_output(tmp_path: Path, capsys, monkeypatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["train", *TINY, "--out", str(blocker / "run")], capsys, monkeypatch)
+    assert code == 2 and "cannot write to" in err and "is not a directory" in err
+    code, _, err = run_cli(["train", *TINY, "--out", "/proc/cnnlab-run"], capsys, monkeypatch)
+    assert code == 2 and "cannot write to /proc/cnnlab-run" in err
+
+
+def test_usage_errors_exit_2(capsys, monkeypatch) -> None:
+    code, _, _ = run_cli(["train", "--epochs", "many"], capsys, monkeypatch)
+    assert code == 2
+
+
+def test_models_and_datasets(capsys, monkeypatch) -> None:
+    code, out, _ = run_cli(["models"], capsys, monkeypatch)
+    assert code == 0 and "lenet5" in out and "61,706" in out and "simple_cnn_torch" in out
+    code, out, _ = run_cli(["datasets", "--data-dir", "/nonexistent"], capsys, monkeypatch)
+    assert code == 0 and "mnist-sample" in out and "place" in out
+    code, out, _ = run_cli(["datasets"], capsys, monkeypatch)
+    assert code == 0 and "fashion-mnist" in out
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "models", "datasets"])
+def test_help_has_an_example(command: str, capsys, monkeypatch) -> None:
+    code, out, _ = run_cli([command, "--help"], capsys, monkeypatch)
+    assert code == 0 and "Example" in out
+
+
+@pytest.mark.slow
+def test_demo_meets_its_promise(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, out, _ = run_cli(["demo", "--out", str(tmp_path / "demo")], capsys, monkeypatch)
+    assert code == 0
+    card = json.loads((tmp_path / "demo" / bundle.CARD).read_text())
+    assert card["metrics"]["test_accuracy"] >= 0.95
+    assert f"test accuracy {card['metrics']['test_accuracy']:.4f}" in out
+    for name in (bundle.WEIGHTS, bundle.CONFIG, bundle.HISTORY, bundle.CURVES, "checkpoints/last.pt"):
+        assert (tmp_path / "demo" / name).is_file()
