@@ -65,10 +65,10 @@ def test_bad_overrides_are_one_line_errors(override: str, message: str) -> None:
 def test_yaml_types_are_strict(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("train:\n  epochs: '10'\n")
-    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+    with pytest.raises(ConfigError, match=r"train\.epochs must be an integer"):
         load_config(str(recipe))
     recipe.write_text("train:\n  epochs: true\n")
-    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+    with pytest.raises(ConfigError, match=r"train\.epochs must be an integer"):
         load_config(str(recipe))
 
 

@@ -95,7 +95,7 @@ def test_divergence_before_any_epoch_is_a_clear_error(tmp_path: Path, monkeypatc
         raise NonFiniteLoss(step=3, value=math.inf)
 
     monkeypatch.setattr(fit_module, "train_one_epoch", explode)
-    with pytest.raises(CnnlabError, match="training diverged.*lower the learning rate"):
+    with pytest.raises(CnnlabError, match=r"training diverged.*lower the learning rate"):
         train(tiny_config(), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing resumable: no half-written run left
 
