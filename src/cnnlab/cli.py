@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # epoch lines stay one line in logs
 err = Console(stderr=True, highlight=False)
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output run directory (default: runs/<name>).")]
