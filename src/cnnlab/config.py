@@ -36,10 +36,26 @@ class DataConfig:
     resize: Literal["auto", "pad", "resize"] = "auto"
     """How images reach input_size: `pad` keeps pixels (LeNet's 28->32), `resize` interpolates,
     `auto` pads when the image is at most 25% smaller than the input and resizes otherwise."""
+    fit: Literal["crop", "stretch"] = "crop"
+    """Photos of other aspect ratios: centre-crop then resize (keeps shapes) or stretch (Keras' default)."""
+    channels: int | None = None
+    """1 (grey) or 3 (colour); default: 3 if any image has colour, else 1."""
     limit_train: int | None = None
     """Use only this many training images (quick runs and tests)."""
     split_seed: int = 0
     """Seed of the deterministic train/val/test split (independent of the training seed)."""
+    max_bad_fraction: float = 0.01
+    """Fail when more than this share of a folder's files cannot be read."""
+    augment: Literal["none", "light", "standard", "strong", "xray"] = "none"
+    """Augmentation preset applied to training batches (`cnnlab data preview` shows it)."""
+    mix: Literal["none", "mixup", "cutmix"] = "none"
+    """Batch-level MixUp or CutMix on the training set."""
+    mix_alpha: float = 0.2
+    """Beta(alpha, alpha) mixing strength (0.2 for MixUp, 1.0 is usual for CutMix)."""
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    """`balanced` draws each class equally often (with replacement) for imbalanced data."""
+    cache: bool = True
+    """Keep decoded, resized images in $CNNLAB_CACHE for the next run."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,10 @@ class OptimConfig:
     """`step` and `plateau` schedules: the factor applied at each decay."""
     plateau_patience: int = 2
     label_smoothing: float = 0.0
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: float = 2.0
+    class_weights: Literal["none", "auto"] = "none"
+    """`auto`: weight each class's loss by inverse training frequency (normalised to mean 1)."""
 
 
 @dataclass(frozen=True)

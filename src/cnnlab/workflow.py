@@ -55,13 +55,18 @@ def prepare_data(
     cfg: Config, data: ArrayDataset, spec_mean: tuple[float, ...], spec_std: tuple[float, ...], input_size: int
 ) -> tuple[Preprocessing, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Fit every split to the network input once, and fix the preprocessing the card will hold."""
-    resize_to, pad_to = plan_resize(data.image_size, input_size, cfg.data.resize)
+    if data.fitted_crop is not None:  # the loader already decoded every image at the input size
+        resize_to = pad_to = (input_size, input_size)
+        crop = data.fitted_crop
+    else:
+        resize_to, pad_to = plan_resize(data.image_size, input_size, cfg.data.resize)
+        crop = False
     splits = {name: (fit_to_input(x, resize_to, pad_to), y) for name, (x, y) in data.splits.items()}
     if spec_mean:
         mean, std = spec_mean, spec_std
     else:  # trained from scratch: standardise with the training split's own statistics
         mean, std = channel_stats(splits["train"][0])
-    return Preprocessing(data.channels, resize_to, pad_to, mean, std), splits
+    return Preprocessing(data.channels, resize_to, pad_to, mean, std, crop), splits
 
 
 def train(
@@ -76,10 +81,10 @@ def train(
     out = Path(out) if out is not None else Path("runs") / cfg.name
     spec = get_spec(cfg.model.name)
     bundle.check_run_dir(out, overwrite=overwrite, resume=resume)
-    data = load_source(cfg.data)
+    input_size = cfg.data.input_size or spec.input_size
+    data = load_source(cfg.data, input_size, console)
     if spec.binary and len(data.classes) != 2:
         raise ModelError(f"{spec.name} is a binary model; {cfg.data.source} has {len(data.classes)} classes")
-    input_size = cfg.data.input_size or spec.input_size
     try:
         prep, splits = prepare_data(cfg, data, spec.mean, spec.std, input_size)
     except ValueError as exc:
@@ -164,12 +169,7 @@ def train(
             "channels_last": tc.channels_last,
             "threads": torch.get_num_threads(),
         },
-        "data": {
-            "source": data.source,
-            "origin": data.origin,
-            "sha256": data.digest(),
-            "splits": data.sizes(),
-        },
+        "data": data_summary(data),
         "cnnlab_version": __version__,
         "torch_version": torch.__version__,
         "python": platform.python_version(),
@@ -189,6 +189,24 @@ def train(
         verdict=diagnosis.headline(),
         stop_reason=result.stop_reason,
     )
+
+
+def data_summary(data: ArrayDataset) -> dict[str, Any]:
+    """What the model card records of the data: enough to recognise it and its problems."""
+    summary: dict[str, Any] = {
+        "source": data.source,
+        "origin": data.origin,
+        "sha256": data.digest(),
+        "splits": data.sizes(),
+    }
+    if data.groups is not None:
+        summary["groups_per_split"] = {name: len(set(g.tolist())) for name, g in data.groups.items()}
+    if data.manifest is not None:
+        manifest = data.manifest
+        summary["manifest_sha256"] = manifest.digest()
+        summary["bad_files"] = [{"file": e.path, "reason": e.reason} for e in manifest.bad][:100]
+        summary["cross_split_duplicates"] = len(manifest.cross_split_duplicates())
+    return summary
 
 
 @dataclass
@@ -213,7 +231,7 @@ def evaluate(
     cfg = load_config(str(run_dir / bundle.CONFIG))
     if data_dir is not None:
         cfg = cfg.replace(data=replace(cfg.data, data_dir=data_dir))
-    data = load_source(cfg.data)
+    data = load_source(cfg.data, clf.preprocessing.pad_to[0])
     if split not in data.splits:
         raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
     return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval")
@@ -222,7 +240,7 @@ def evaluate(
 def evaluate_arrays(clf: Classifier, data: ArrayDataset, split: str, out_dir: Path) -> EvalSummary:
     prep = clf.preprocessing
     x, y = data.splits[split]
-    pixels = fit_to_input(x, prep.resize_to, prep.pad_to)
+    pixels = x if data.fitted_crop is not None else fit_to_input(x, prep.resize_to, prep.pad_to)
     start = time.perf_counter()
     logits = clf.logits_from_pixels(pixels)
     seconds = time.perf_counter() - start

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ from cnnlab.errors import DataError
 
 MAX_PIXELS = 50_000_000
 """Largest image (width x height) decoded; above it the header alone rejects the file."""
-ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+MAX_FILE_BYTES = 256 * 1024 * 1024
+"""Largest image file read at all."""
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "DICOM")
+_PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 _IDX_MAX_BYTES = 1 << 31
 _IDX_DTYPES = {0x08: np.uint8}
 
@@ -49,27 +53,89 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(bytearray(payload), dtype=_IDX_DTYPES[dtype_code]).reshape(shape)
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file turned out to be, for the data set manifest."""
+
+    format: str
+    width: int
+    height: int
+    mode: str
+    """PIL's mode of the stored pixels, or e.g. `MONOCHROME2 16-bit` for DICOM."""
+    channels: int
+    """1 when the stored image is grey, 3 when it has colour."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format from the first bytes of a file (extensions are not trusted)."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    if head[128:132] == b"DICM":
+        return "DICOM"
+    return None
+
+
+def read_image_file(path: str | Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"{path}: {size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit")
+    with open(path, "rb") as fh:
+        return fh.read(MAX_FILE_BYTES + 1)
+
+
+def decode_bytes(data: bytes, name: str = "<bytes>") -> tuple[Image.Image, ImageInfo]:
+    """Decode a whole file into an `L` or `RGB` PIL image, with what it was stored as."""
+    fmt = sniff_format(data[:132])
+    if fmt is None:
+        raise DataError(f"{name}: not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})")
+    if fmt == "DICOM":
+        from cnnlab.data.dicom import decode_dicom
+
+        pixels, mode = decode_dicom(data, name, MAX_PIXELS)
+        image = Image.fromarray(pixels, mode="L")
+        return image, ImageInfo("DICOM", image.width, image.height, mode, 1)
+    image = _open(io.BytesIO(data), name)
+    info = ImageInfo(image.format or fmt, image.width, image.height, image.mode, _natural_channels(image))
+    return _to_l_or_rgb(image), info
+
+
 def decode_image(source: Any, channels: int) -> np.ndarray:
     """An image as an HxWxC uint8 array with C = `channels` (1 or 3).
 
     `source` is a path, raw bytes, a PIL image or an HxW / HxWxC uint8 array. Colour images
-    become grey by ITU-R 601 luma, grey images become RGB by replication, alpha is dropped.
+    become grey by ITU-R 601 luma, grey images become RGB by replication, alpha is composited
+    on black, 16-bit grey is scaled from its used range.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     if isinstance(source, np.ndarray):
-        return _from_array(source, channels)
-    if isinstance(source, Image.Image):
-        return _from_pil(source, channels)
-    if isinstance(source, bytes | bytearray | memoryview):
-        return _from_pil(_open(io.BytesIO(bytes(source)), "<bytes>"), channels)
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_file():
-            raise DataError(f"{path}: no such image file")
-        with open(path, "rb") as fh:
-            return _from_pil(_open(io.BytesIO(fh.read()), str(path)), channels)
-    raise DataError(f"cannot read an image from {type(source).__name__}")
+        image = _from_array(source)
+    elif isinstance(source, Image.Image):
+        _check_pixels(source.width, source.height, "<image>")
+        image = _to_l_or_rgb(source)
+    elif isinstance(source, bytes | bytearray | memoryview):
+        image, _ = decode_bytes(bytes(source))
+    elif isinstance(source, str | Path):
+        image, _ = decode_bytes(read_image_file(source), str(source))
+    else:
+        raise DataError(f"cannot read an image from {type(source).__name__}")
+    image = image.convert("L" if channels == 1 else "RGB")
+    arr = np.array(image, dtype=np.uint8)  # a writable copy, safe to hand to torch
+    return arr[:, :, None] if channels == 1 else arr
+
+
+def _check_pixels(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise DataError(f"{name}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit")
 
 
 def _open(stream: io.BytesIO, name: str) -> Image.Image:
@@ -79,44 +145,50 @@ def _open(stream: io.BytesIO, name: str) -> Image.Image:
         raise DataError(f"{name}: declares more than the {MAX_PIXELS:,}-pixel limit (decompression bomb)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
-    if image.format not in ALLOWED_FORMATS:
+    if image.format not in _PIL_FORMATS:
         raise DataError(f"{name}: format {image.format} is not allowed ({', '.join(ALLOWED_FORMATS)})")
-    if image.width * image.height > MAX_PIXELS:
-        raise DataError(f"{name}: {image.width}x{image.height} pixels is over the {MAX_PIXELS:,} limit")
+    _check_pixels(image.width, image.height, name)
+    if getattr(image, "n_frames", 1) > 1:
+        raise DataError(f"{name}: multi-frame images are not supported")
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{name}: damaged image data ({exc})") from None
     return ImageOps.exif_transpose(image)
 
 
-def _from_pil(image: Image.Image, channels: int) -> np.ndarray:
-    if image.width * image.height > MAX_PIXELS:
-        raise DataError(f"{image.width}x{image.height} pixels is over the {MAX_PIXELS:,} limit")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+def _natural_channels(image: Image.Image) -> int:
+    return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+
+
+def _to_l_or_rgb(image: Image.Image) -> Image.Image:
+    """Every mode to `L` or `RGB`, the same way for training and serving."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit grey: scale the used range to 8 bits instead of clipping at 255.
         arr = np.asarray(image, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        image = Image.fromarray(arr.round().astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        # Composite on black, the background of the digit sets; P may carry transparency.
+        return Image.fromarray(arr.round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+        # Composite on black; a palette image may carry transparency.
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba).convert("RGB")
-    image = image.convert("L" if channels == 1 else "RGB")
-    arr = np.array(image, dtype=np.uint8)  # a writable copy, safe to hand to torch
-    return arr[:, :, None] if channels == 1 else arr
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+        return flat.convert("L" if image.mode in ("LA", "La") else "RGB")
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode == "1":
+        return image.convert("L")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
-def _from_array(arr: np.ndarray, channels: int) -> np.ndarray:
+def _from_array(arr: np.ndarray) -> Image.Image:
     if arr.dtype != np.uint8:
         raise DataError(f"image arrays must be uint8, not {arr.dtype}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise DataError(f"image arrays must be HxW or HxWxC with C in 1, 3, 4; got shape {arr.shape}")
-    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-        raise DataError(f"{arr.shape[1]}x{arr.shape[0]} pixels is over the {MAX_PIXELS:,} limit")
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
-    return _from_pil(Image.fromarray(arr.squeeze(2) if mode == "L" else arr, mode=mode), channels)
+    _check_pixels(arr.shape[1], arr.shape[0], "<array>")
+    if arr.shape[2] == 1:
+        return Image.fromarray(np.ascontiguousarray(arr[:, :, 0]), mode="L")
+    return _to_l_or_rgb(Image.fromarray(np.ascontiguousarray(arr), mode="RGB" if arr.shape[2] == 3 else "RGBA"))

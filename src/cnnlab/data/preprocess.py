@@ -23,6 +23,8 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     """Per-channel statistics on the 0-1 scale."""
+    crop: bool = False
+    """Centre-crop to the aspect of `resize_to` before resizing (else stretch)."""
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -39,6 +41,7 @@ class Preprocessing:
             pad_to=tuple(data["pad_to"]),
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data["std"]),
+            crop=bool(data.get("crop", False)),
         )
 
 
@@ -57,8 +60,13 @@ def plan_resize(native: tuple[int, int], input_size: int, rule: str) -> tuple[tu
     return target, target
 
 
-def fit_to_input(images: torch.Tensor, resize_to: tuple[int, int], pad_to: tuple[int, int]) -> torch.Tensor:
-    """uint8 (N, C, H, W) images resized to `resize_to`, then zero-padded to `pad_to`."""
+def fit_to_input(
+    images: torch.Tensor, resize_to: tuple[int, int], pad_to: tuple[int, int], crop: bool = False
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) images (optionally centre-cropped to the target aspect) resized to
+    `resize_to`, then zero-padded to `pad_to`."""
+    if crop:
+        images = center_crop_to_aspect(images, resize_to[1] / resize_to[0])
     if tuple(images.shape[-2:]) != tuple(resize_to):
         resized = F.interpolate(images.float(), size=resize_to, mode="bilinear", antialias=True, align_corners=False)
         images = resized.round_().clamp_(0, 255).to(torch.uint8)
@@ -66,6 +74,18 @@ def fit_to_input(images: torch.Tensor, resize_to: tuple[int, int], pad_to: tuple
     if dh or dw:
         images = F.pad(images, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
     return images
+
+
+def center_crop_to_aspect(images: torch.Tensor, aspect: float) -> torch.Tensor:
+    """The largest centred window of width/height `aspect`."""
+    h, w = images.shape[-2:]
+    if w > h * aspect:
+        new_w = max(1, round(h * aspect))
+        left = (w - new_w) // 2
+        return images[..., :, left : left + new_w]
+    new_h = max(1, round(w / aspect))
+    top = (h - new_h) // 2
+    return images[..., top : top + new_h, :]
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:

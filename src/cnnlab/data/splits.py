@@ -29,3 +29,56 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
 def seeded_subset(n: int, size: int, seed: int) -> np.ndarray:
     """`size` indices out of `n`, chosen by seed, in ascending order."""
     return np.sort(np.random.default_rng(seed).permutation(n)[:size])
+
+
+def grouped_holdout(
+    labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like `stratified_holdout`, but every group (patient) lands wholly on one side."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), not {fraction}")
+    n_splits = max(2, min(round(1 / fraction), len(np.unique(groups))))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    kept, held = next(folds.split(np.zeros(len(labels)), labels, groups))
+    return np.sort(kept), np.sort(held)
+
+
+def holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped when groups are given, stratified otherwise."""
+    if groups is not None:
+        return grouped_holdout(labels, groups, fraction, seed)
+    return stratified_holdout(labels, fraction, seed)
+
+
+def kfold(
+    labels: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None, stratified: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs of K folds: StratifiedGroupKFold, StratifiedKFold or KFold."""
+    from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
+
+    x = np.zeros(len(labels))
+    if groups is not None:
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [(np.sort(a), np.sort(b)) for a, b in splitter.split(x, labels, groups)]
+    if stratified:
+        return [
+            (np.sort(a), np.sort(b)) for a, b in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, labels)
+        ]
+    return [(np.sort(a), np.sort(b)) for a, b in KFold(k, shuffle=True, random_state=seed).split(x)]
+
+
+def check_no_group_leak(splits: dict[str, np.ndarray], groups: np.ndarray) -> None:
+    """Raise when a group (patient) appears in more than one split."""
+    from cnnlab.errors import DataError
+
+    seen: dict[str, str] = {}
+    for name, idx in splits.items():
+        for g in set(groups[idx].tolist()):
+            if g in seen and seen[g] != name:
+                raise DataError(
+                    f"patient/group '{g}' appears in both {seen[g]} and {name}: patient-level leakage; "
+                    "fix the split in metadata.csv, or remove the split column and let cnnlab split by patient"
+                )
+            seen[g] = name

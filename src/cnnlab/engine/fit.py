@@ -5,24 +5,13 @@ the bundle around it is assembled by `cnnlab.workflow`."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 from torch import nn
 
 from cnnlab.config import Config
@@ -32,6 +21,7 @@ from cnnlab.engine.loop import NonFiniteLoss, evaluate_epoch, train_one_epoch
 from cnnlab.engine.losses import make_loss
 from cnnlab.engine.schedule import LRPolicy, make_optimizer
 from cnnlab.errors import BundleError, CnnlabError
+from cnnlab.progress import progress_bar
 
 HISTORY_FIELDS = (
     "stage",
@@ -112,7 +102,7 @@ def fit(
     for epoch in range(start_epoch, tc.epochs):
         train.set_epoch(epoch)
         try:
-            with _progress(console, f"epoch {epoch + 1}/{tc.epochs}", train.num_samples) as advance:
+            with progress_bar(console, f"epoch {epoch + 1}/{tc.epochs}", train.num_samples) as advance:
                 stats = train_one_epoch(
                     net,
                     train,
@@ -199,27 +189,3 @@ def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
         f"  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  |  lr {row['lr']:.2e}"
         f"  |  {row['train_seconds']:.1f} s train, {row['images_per_second']:,.0f} img/s{mark}"
     )
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} img/s" if speed else "", style="cyan")
-
-
-@contextmanager
-def _progress(console: Console, label: str, total: int) -> Iterator[Callable[[int], None]]:
-    if not console.is_terminal or console.quiet:
-        yield lambda n: None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)

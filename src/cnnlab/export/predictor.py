@@ -44,6 +44,7 @@ class Classifier:
                 torch.from_numpy(np.ascontiguousarray(decode_image(im, prep.channels).transpose(2, 0, 1)))[None],
                 prep.resize_to,
                 prep.pad_to,
+                crop=prep.crop,
             )
             for im in _as_list(images)
         ]
