@@ -65,6 +65,10 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download the data set if it is missing.")] = False,
+    augment: Annotated[str | None, typer.Option(help="Augmentation preset (`cnnlab data preview`).")] = None,
+    class_weights: Annotated[
+        str | None, typer.Option("--class-weights", help="auto: weight classes by inverse frequency.")
+    ] = None,
     set_: SetOpt = None,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
@@ -81,12 +85,14 @@ def train(
         "train.batch_size": batch_size,
         "optim.lr": lr,
         "data.data_dir": data_dir,
+        "data.augment": augment,
+        "optim.class_weights": class_weights,
     }
     values = {k: v for k, v in shortcuts.items() if v is not None}
     if download:
         values["data.download"] = True
     if recipe is None and "name" not in values:
-        values["name"] = f"{model or 'lenet5'}-{data or 'mnist-sample'}"
+        values["name"] = f"{model or 'lenet5'}-{_slug(data or 'mnist-sample')}"
     cfg = load_config(recipe, overrides=set_ or [], values=values)
     summary = run_training(cfg, out, overwrite=overwrite, resume=resume, console=console)
     _print_summary(summary)
@@ -150,6 +156,95 @@ def datasets(data_dir: DataDirOpt = None) -> None:
                 how += ", or train with --download"
             table.add_row(name, "[red]no[/red]", how, source.description)
     console.print(table)
+
+
+data_app = typer.Typer(
+    help="Look at a data set before training: counts, bad files, patients, samples.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+SourceArg = Annotated[str, typer.Argument(help="A named source (`cnnlab datasets`) or folder:PATH.")]
+
+
+@data_app.command(
+    "inspect", epilog="Example:  cnnlab data inspect folder:../shared/data/chest-xray --out runs/inspect-xray"
+)
+def data_inspect(
+    source: SourceArg,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write samples.png and manifest.csv.")] = None,
+    max_bad_fraction: Annotated[float, typer.Option(help="Fail above this share of unreadable files.")] = 0.01,
+) -> None:
+    """Classes x splits, image sizes and modes, bad files with reasons, duplicates, patients per split."""
+    from cnnlab.config import DataConfig
+    from cnnlab.data.inspect import inspect_source
+
+    cfg = DataConfig(source=source, data_dir=data_dir, max_bad_fraction=max_bad_fraction)
+    out = out or Path("runs") / f"inspect-{_slug(source)}"
+    r = inspect_source(cfg, out)
+    console.print(
+        f"[bold]{r.source}[/bold] from {r.origin}: {len(r.classes)} classes, "
+        f"{'grey (1 channel)' if r.channels == 1 else 'colour (3 channels)'}"
+    )
+    table = Table("class", "train", "val", "test", "total", title="images per class and split")
+    for cls, row in r.counts.items():
+        table.add_row(cls, *[f"{row[s]:,}" for s in ("train", "val", "test")], f"{sum(row.values()):,}")
+    totals = {s: sum(row[s] for row in r.counts.values()) for s in ("train", "val", "test")}
+    table.add_row("[bold]all[/bold]", *[f"{v:,}" for v in totals.values()], f"{sum(totals.values()):,}")
+    console.print(table)
+    console.print(
+        "sizes: "
+        + ", ".join(f"{k} ({v:,})" for k, v in r.sizes.most_common(5))
+        + (f" and {len(r.sizes) - 5} more" if len(r.sizes) > 5 else "")
+    )
+    console.print("formats: " + ", ".join(f"{k} ({v:,})" for k, v in r.modes.most_common()))
+    console.print(f"bad files: {len(r.bad)}")
+    for path, reason in r.bad[:20]:
+        console.print(f"  {path}: {reason}")
+    if len(r.bad) > 20:
+        console.print(f"  ... {len(r.bad) - 20} more in {r.manifest_csv}")
+    if r.ignored:
+        console.print(
+            f"ignored: {len(r.ignored)} ({', '.join(f'{p}: {why}' for p, why in r.ignored[:3])}"
+            + (", ..." if len(r.ignored) > 3 else "")
+            + ")"
+        )
+    console.print(f"duplicate groups: {r.duplicates}; across splits: {len(r.cross_split_duplicates)}")
+    for group in r.cross_split_duplicates[:10]:
+        console.print("  [yellow]same image in[/yellow] " + " = ".join(group))
+    if r.patients is not None:
+        console.print(
+            "patients per split: "
+            + ", ".join(f"{k} {v:,}" for k, v in r.patients.items())
+            + f"; shared between splits: {r.shared_patients}"
+        )
+    for note in r.notes:
+        console.print(f"note: {note}")
+    console.print(f"wrote {r.grid}" + (f" and {r.manifest_csv}" if r.manifest_csv else ""))
+
+
+@data_app.command("preview", epilog="Example:  cnnlab data preview flowers --augment standard")
+def data_preview(
+    source: SourceArg,
+    augment: Annotated[str, typer.Option(help="none, light, standard, strong or xray.")] = "standard",
+    size: Annotated[int, typer.Option(help="Side in pixels for folder sources.")] = 160,
+    per_class: Annotated[int, typer.Option(help="Augmented versions per class.")] = 6,
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG to write.")] = None,
+) -> None:
+    """A grid per class: a training image and augmented versions of it."""
+    from cnnlab.config import DataConfig
+    from cnnlab.data.augment import PRESETS
+    from cnnlab.data.inspect import preview_augmentation
+
+    if augment not in PRESETS:
+        raise CnnlabError(f"unknown augmentation preset '{augment}'; choose one of {', '.join(PRESETS)}")
+    path = out or Path("runs") / f"preview-{_slug(source)}-{augment}.png"
+    preview_augmentation(DataConfig(source=source, data_dir=data_dir), augment, path, size, per_class)
+    console.print(f"wrote {path}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.split(":")[-1].rstrip("/").split("/")[-1]).strip("-")
 
 
 @app.callback(invoke_without_command=True)

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from cnnlab import __version__, bundle
 from cnnlab.config import Config, load_config
+from cnnlab.data.augment import build_augment, build_mix
 from cnnlab.data.loader import TensorBatches
 from cnnlab.data.preprocess import (
     Preprocessing,
@@ -31,8 +32,8 @@ from cnnlab.engine.losses import make_loss, predicted_index
 from cnnlab.errors import DataError, ModelError
 from cnnlab.evaluation.diagnosis import diagnose
 from cnnlab.evaluation.metrics import accuracy, confusion_matrix, per_class_accuracy
-from cnnlab.evaluation.plots import plot_confusion, plot_curves
 from cnnlab.export.predictor import Classifier, load
+from cnnlab.figures import plot_confusion, plot_curves
 from cnnlab.fileio import atomic_write_json
 from cnnlab.models import create_model, get_spec
 
@@ -104,7 +105,16 @@ def train(
     mean, std = stats_tensors(prep.mean, prep.std)
     tc = cfg.train
     train_batches = TensorBatches(
-        *splits["train"], tc.batch_size, mean, std, shuffle=True, seed=tc.seed, channels_last=tc.channels_last
+        *splits["train"],
+        tc.batch_size,
+        mean,
+        std,
+        shuffle=True,
+        seed=tc.seed,
+        channels_last=tc.channels_last,
+        balanced=cfg.data.sampler == "balanced",
+        augment=build_augment(cfg.data.augment, input_size),
+        mix=build_mix(cfg.data.mix, cfg.data.mix_alpha, len(data.classes)),
     )
     val_batches = TensorBatches(*splits["val"], tc.eval_batch_size, mean, std, channels_last=tc.channels_last)
     test_batches = TensorBatches(*splits["test"], tc.eval_batch_size, mean, std, channels_last=tc.channels_last)
@@ -118,6 +128,7 @@ def train(
             val_batches,
             cfg,
             binary=spec.binary,
+            num_classes=len(data.classes),
             checkpoint_dir=out / bundle.CHECKPOINTS,
             resume=resume,
             console=console,

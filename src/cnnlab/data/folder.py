@@ -321,7 +321,8 @@ def check_usable(manifest: Manifest, max_bad_fraction: float) -> None:
     counts = Counter(e.label for e in manifest.ok)
     if len(manifest.classes) < 2:
         raise DataError(
-            f"{manifest.root}: found {len(manifest.classes)} class ({', '.join(manifest.classes)}); a classifier needs at least 2"
+            f"{manifest.root}: found {len(manifest.classes)} class ({', '.join(manifest.classes)}); "
+            "a classifier needs at least 2"
         )
     empty = [c for c in manifest.classes if counts[c] == 0]
     if empty:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
+from cnnlab.data.augment import Augment, Mix
 from cnnlab.data.preprocess import normalize
 
 
@@ -22,7 +23,12 @@ class TensorBatches:
         shuffle: bool = False,
         seed: int = 0,
         channels_last: bool = False,
+        balanced: bool = False,
+        augment: Augment | None = None,
+        mix: Mix | None = None,
     ) -> None:
+        """`balanced`: each epoch draws N samples with every class equally likely (with
+        replacement); `augment` runs on uint8 pixels, `mix` on the normalised batch."""
         if len(images) != len(labels):
             raise ValueError("images and labels differ in length")
         self.images = images
@@ -32,6 +38,9 @@ class TensorBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.channels_last = channels_last
+        self.balanced = balanced
+        self.augment = augment
+        self.mix = mix
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -47,8 +56,11 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.images)
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.balanced:
+            counts = torch.bincount(self.labels).float()
+            order = torch.multinomial(1.0 / counts[self.labels], n, replacement=True, generator=gen)
+        elif self.shuffle:
             order = torch.randperm(n, generator=gen)
         else:
             order = None
@@ -59,4 +71,9 @@ class TensorBatches:
             else:
                 idx_t = order[start : start + self.batch_size]
                 x, y = self.images[idx_t], self.labels[idx_t]
-            yield normalize(x, self.mean, self.std, self.channels_last), y
+            if self.augment is not None:
+                x = self.augment(x)
+            x = normalize(x, self.mean, self.std, self.channels_last)
+            if self.mix is not None:
+                x, y = self.mix(x, y)
+            yield x, y

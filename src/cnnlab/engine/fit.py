@@ -18,7 +18,7 @@ from cnnlab.config import Config
 from cnnlab.data.loader import TensorBatches
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.loop import NonFiniteLoss, evaluate_epoch, train_one_epoch
-from cnnlab.engine.losses import make_loss
+from cnnlab.engine.losses import balanced_class_weights, make_loss
 from cnnlab.engine.schedule import LRPolicy, make_optimizer
 from cnnlab.errors import BundleError, CnnlabError
 from cnnlab.progress import progress_bar
@@ -60,6 +60,7 @@ def fit(
     cfg: Config,
     *,
     binary: bool,
+    num_classes: int,
     checkpoint_dir: Path,
     resume: bool = False,
     console: Console | None = None,
@@ -73,7 +74,10 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer([{"params": [p for p in model.parameters() if p.requires_grad]}], oc)
     policy = LRPolicy(oc, tc.epochs, len(train))
-    loss_fn = make_loss(binary, oc.label_smoothing)
+    weights = balanced_class_weights(train.labels, num_classes) if oc.class_weights == "auto" else None
+    if weights is not None:
+        console.print("class weights: " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
+    loss_fn = make_loss(binary, oc.label_smoothing, oc.loss, oc.focal_gamma, weights)
 
     history: list[dict[str, Any]] = []
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0

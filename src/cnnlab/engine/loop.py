@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.engine.losses import LossFn, predicted_index
+from cnnlab.engine.losses import LossFn, predicted_index, target_index
 
 
 class NonFiniteLoss(RuntimeError):
@@ -70,7 +70,7 @@ def train_one_epoch(
         optimizer.step()
         n = len(y)
         total_loss += loss.detach() * n
-        correct += (predicted_index(logits.detach(), binary) == y).sum()
+        correct += (predicted_index(logits.detach(), binary) == target_index(y)).sum()
         seen += n
         step += 1
         if on_batch is not None:

@@ -14,19 +14,46 @@ import torch.nn.functional as F
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_loss(binary: bool, label_smoothing: float = 0.0) -> LossFn:
-    if binary:
+def make_loss(
+    binary: bool,
+    label_smoothing: float = 0.0,
+    kind: str = "cross_entropy",
+    gamma: float = 2.0,
+    class_weights: torch.Tensor | None = None,
+) -> LossFn:
+    """Cross-entropy or focal loss (Lin et al. 2017), optionally class-weighted.
 
-        def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            soft = target.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
-            return F.binary_cross_entropy_with_logits(logits.float().squeeze(1), soft)
+    Targets are class indices, or class probabilities (MixUp/CutMix) of shape (N, K).
+    """
 
-        return bce
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if binary:
+            logits = torch.cat([torch.zeros_like(logits), logits], dim=1)  # sigmoid == 2-way softmax
+        k = logits.shape[1]
+        probs = F.one_hot(target, k).float() if target.ndim == 1 else target.float()
+        if label_smoothing:
+            probs = probs * (1.0 - label_smoothing) + label_smoothing / k
+        logp = logits.log_softmax(dim=1)
+        per_class = -probs * logp
+        if kind == "focal":
+            per_class = per_class * (1.0 - logp.exp()).pow(gamma)
+        if class_weights is not None:
+            per_class = per_class * class_weights.to(per_class.dtype)
+        return per_class.sum(dim=1).mean()
 
-    def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+    return loss
 
-    return cross_entropy
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """scikit-learn's 'balanced' weights: n_samples / (n_classes * count per class)."""
+    counts = torch.bincount(labels, minlength=num_classes).float().clamp_min(1.0)
+    return len(labels) / (num_classes * counts)
+
+
+def target_index(target: torch.Tensor) -> torch.Tensor:
+    """Class indices from index targets or (mixed) probability targets."""
+    return target.argmax(dim=1) if target.ndim == 2 else target
 
 
 def predicted_index(logits: torch.Tensor, binary: bool) -> torch.Tensor:

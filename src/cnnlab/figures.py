@@ -1,4 +1,4 @@
-"""Figures written into bundles: training curves with the fit verdict, confusion matrices."""
+"""Every PNG cnnlab writes: training curves with the fit verdict, confusion matrices, image grids."""
 
 from __future__ import annotations
 
@@ -85,3 +85,33 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_image_grid(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]], path: Path, title: str, cell: float = 1.3
+) -> None:
+    """One labelled row per entry of `rows`, each a sequence of HxW[xC] uint8 images."""
+    n_rows = max(1, len(rows))
+    n_cols = max([len(images) for _, images in rows] + [1])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols + 1.2, cell * n_rows + 0.6), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                image = images[c]
+                grey = image.ndim == 2 or image.shape[-1] == 1
+                ax.imshow(
+                    image.squeeze(-1) if image.ndim == 3 and grey else image,
+                    cmap="gray" if grey else None,
+                    vmin=0,
+                    vmax=255,
+                )
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
