@@ -192,7 +192,7 @@ def list_files(root: Path) -> tuple[list[Entry], list[tuple[str, str]]]:
                     if path.suffix.lower() in DOCUMENT_SUFFIXES:
                         ignored.append((rel, "not an image (document)"))
                         continue
-                    entry = Entry(path=nfc(rel), label=label, split=split)
+                    entry = Entry(path=rel, label=label, split=split)
                     if path.is_symlink():
                         problem = _symlink_problem(path, root)
                         if problem:
@@ -225,7 +225,7 @@ def apply_metadata(root: Path, entries: list[Entry], notes: list[str]) -> list[E
     if rows and "file" not in rows[0]:
         raise DataError(f"{csv_path}: needs a 'file' column (relative path of each image)")
     group_col = next((c for c in GROUP_COLUMNS if rows and c in rows[0]), None)
-    by_path = {e.path: e for e in entries}
+    by_path = {nfc(e.path): e for e in entries}  # metadata may spell names composed or decomposed
     out = list(entries)
     for line, row in enumerate(rows, start=2):
         rel = nfc((row.get("file") or "").strip().replace("\\", "/"))
@@ -245,7 +245,8 @@ def apply_metadata(root: Path, entries: list[Entry], notes: list[str]) -> list[E
             entry.split = split
         if group_col and row.get(group_col):
             entry.group = row[group_col].strip()
-    unlisted = len(entries) - sum(1 for e in entries if e.path in {nfc(r.get("file", "")) for r in rows})
+    listed = {nfc((r.get("file") or "").strip().replace("\\", "/")) for r in rows}
+    unlisted = sum(1 for e in entries if nfc(e.path) not in listed)
     if unlisted:
         notes.append(f"{unlisted} files are not in metadata.csv (folder labels used, no patient group)")
     return out
@@ -274,7 +275,10 @@ def verify(root: Path, entries: list[Entry], progress: Callable[[int], None] | N
             entry.sha256 = hashlib.sha256(data).hexdigest()
             _, info = decode_bytes(data, entry.path)
         except DataError as exc:
-            entry.status, entry.reason = "bad", str(exc).removeprefix(f"{entry.path}: ")
+            reason = str(exc)
+            for prefix in (f"{root / entry.path}: ", f"{entry.path}: "):
+                reason = reason.removeprefix(prefix)
+            entry.status, entry.reason = "bad", reason
             return
         except OSError as exc:
             entry.status, entry.reason = "bad", f"unreadable ({exc.strerror or exc})"

@@ -89,7 +89,9 @@ def center_crop_to_aspect(images: torch.Tensor, aspect: float) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 standardised; `mean`/`std` are (1, C, 1, 1) on the 0-255 scale."""
+    """(N, C, H, W) pixels on the 0-255 scale -> float32 standardised; `mean`/`std` are
+    (1, C, 1, 1) on the same scale. A float32 batch is standardised in place (batches are
+    always fresh tensors here: a gather or an augmentation's output)."""
     x = images.float().sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 

@@ -249,7 +249,7 @@ def assign_splits(
 ) -> dict[str, np.ndarray]:
     """Indices per split: the folder's or metadata's own splits where present, the rest carved
     deterministically from train (grouped by patient when groups exist, stratified by class)."""
-    marks = np.array([g or "" for g in given])
+    marks = np.array([g or "" for g in given], dtype="<U5")
     if (marks == "").any() and (marks != "").any():
         raise DataError(f"{int((marks == '').sum())} images have no split while others do; give every image a split")
     if (marks == "").all():

@@ -39,7 +39,13 @@ def grouped_holdout(
 
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), not {fraction}")
-    n_splits = max(2, min(round(1 / fraction), len(np.unique(groups))))
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        from cnnlab.errors import DataError
+
+        raise DataError(f"cannot hold out {fraction:.0%} by patient: only {n_groups} patient/group")
+    # Fewer folds than requested when patients or class members are few (scikit-learn's limits).
+    n_splits = max(2, min(round(1 / fraction), n_groups, int(np.bincount(labels).max())))
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     kept, held = next(folds.split(np.zeros(len(labels)), labels, groups))
     return np.sort(kept), np.sort(held)
