@@ -126,6 +126,60 @@ def evaluate(
     console.print(f"wrote {result.out_dir / 'confusion_matrix.png'} and {result.out_dir / 'metrics.json'}")
 
 
+@app.command("compare-models", epilog="Example:  cnnlab compare-models lenet5 alexnet vgg16 --input 3x224x224")
+def compare_models_cmd(
+    names: Annotated[list[str], typer.Argument(help="Model names (`cnnlab models`, or timm:NAME).")],
+    input: Annotated[str, typer.Option("--input", help="C x H x W of one input image.")] = "3x224x224",
+    classes: Annotated[
+        int | None, typer.Option(help="Output classes (default: 1000 for ImageNet models, else 10).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG chart to write.")] = None,
+) -> None:
+    """Parameters, multiply-adds, depth and largest kernel of architectures, side by side."""
+    from cnnlab.evaluation.compare import compare_models, parse_input, plot_comparison
+
+    shape = parse_input(input)
+    rows = compare_models(names, shape, classes)
+    table = Table("model", "parameters", "multiply-adds", "depth", "largest kernel", title=f"input {input}")
+    for r in rows:
+        table.add_row(
+            r.name, f"{r.stats.parameters:,}", f"{r.stats.macs:,}", str(r.stats.depth), r.stats.largest_kernel
+        )
+    console.print(table)
+    path = out or Path("runs") / "compare-models.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_comparison(rows, path, f"architectures at input {input}")
+    console.print(f"wrote {path}")
+
+
+@app.command(epilog="Example:  cnnlab compare runs/lite0-flowers runs/lite0-flowers-scratch")
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run bundle directories.")],
+    out: Annotated[Path | None, typer.Option("--out", help="PNG chart to write.")] = None,
+) -> None:
+    """Accuracy and training time of runs beside their size and cost."""
+    from cnnlab.evaluation.compare import compare_runs, plot_comparison
+
+    rows = compare_runs(runs)
+    table = Table("run", "model", "weights", "test acc", "train time", "epochs", "parameters", "multiply-adds")
+    for r in rows:
+        table.add_row(
+            r.run or "",
+            r.name,
+            r.weights or "none",
+            f"{r.test_accuracy:.4f}",
+            f"{r.train_seconds:.1f} s",
+            str(r.epochs),
+            f"{r.stats.parameters:,}",
+            f"{r.stats.macs:,}",
+        )
+    console.print(table)
+    path = out or Path("runs") / "compare.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_comparison(rows, path, "runs compared")
+    console.print(f"wrote {path}")
+
+
 @app.command(epilog="Example:  cnnlab models")
 def models() -> None:
     """List the registered models with their parameter counts at the default input."""
@@ -266,6 +320,12 @@ def _print_summary(summary: Any) -> None:
         f"training time {summary.train_seconds:.1f} s over {summary.epochs} epochs; "
         f"evaluation {summary.eval_seconds + summary.test_seconds:.1f} s"
     )
+    if len(summary.stages) > 1:
+        for stage in summary.stages:
+            console.print(
+                f"  stage {stage['name']}: {stage['epochs']} epochs, {stage['train_seconds']:.1f} s, "
+                f"best validation accuracy {stage['best_val_acc']:.4f}"
+            )
     console.print(f"fit: {summary.verdict}")
     if summary.stop_reason != "completed":
         console.print(f"stopped: {summary.stop_reason}")

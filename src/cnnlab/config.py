@@ -61,6 +61,31 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "lenet5"
+    """A registered name (`cnnlab models`) or timm:NAME."""
+    weights: str = "none"
+    """none (random init), imagenet (offline first), or a .safetensors/.pth state dict."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of a transfer-learning run."""
+
+    name: str = "train"
+    trainable: str = "all"
+    """`head` (new classifier only: feature extraction), `top:N` (head plus the last N trunk blocks),
+    or `all`."""
+    epochs: int = 1
+    lr: float | None = None
+    """Default: optim.lr."""
+    schedule: Literal["none", "cosine", "step", "plateau"] | None = None
+    """Default: optim.schedule."""
+    warmup_epochs: float | None = None
+    lr_decay: float = 1.0
+    """Discriminative rates: each trunk block below the top trains at lr x lr_decay^depth."""
+    cache_features: bool = True
+    """`head` stages without augmentation compute the frozen trunk's features once."""
+    augment: Literal["none", "light", "standard", "strong", "xray"] | None = None
+    """This stage's augmentation preset; default: data.augment."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,15 @@ class TrainConfig:
     """torch.compile the model: helps LeNet-5, slows small CNNs, costs 20+ s cold."""
     threads: int | None = None
     """torch intra-op threads; default: torch's choice (one per core)."""
+    stages: tuple[StageConfig, ...] = ()
+    """Transfer-learning stages run in order; empty: one stage training everything for `epochs`."""
+    aux_weight: float = 0.4
+    """Weight of an auxiliary classifier's loss (Inception v3) while the trunk trains."""
+
+    def resolved_stages(self) -> tuple[StageConfig, ...]:
+        if self.stages:
+            return self.stages
+        return (StageConfig(name="train", trainable="all", epochs=self.epochs),)
 
 
 @dataclass(frozen=True)
@@ -111,13 +145,22 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _lists(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, so the resolved config is plain YAML."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- loading
@@ -178,14 +221,26 @@ class _OverrideText(str):
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` (list items by index: `train.stages.1.epochs`)."""
     parts = dotted.split(".")
-    node = raw
+    node: Any = raw
     for part in parts[:-1]:
+        if isinstance(node, list):
+            node = _list_item(node, part, dotted)
+            continue
         child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             raise ConfigError(f"'{part}' in '{dotted}' is a value, not a section")
         node = child
+    if isinstance(node, list):
+        raise ConfigError(f"'{dotted}' names a list item, not a key")
     node[parts[-1]] = value
+
+
+def _list_item(items: list[Any], part: str, dotted: str) -> Any:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"'{part}' in '{dotted}' is not an index of a list of {len(items)}")
+    return items[int(part)]
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -204,6 +259,16 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
             kwargs[name] = _build(kind, raw[name], f"{prefix}{name}.")
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            if isinstance(raw[name], _OverrideText):  # --set train.stages='[{...}, {...}]'
+                try:
+                    raw[name] = yaml.safe_load(raw[name])
+                except yaml.YAMLError:
+                    raise ConfigError(f"{prefix}{name}: not a YAML list") from None
+            if not isinstance(raw[name], list | tuple):
+                raise ConfigError(f"{prefix}{name} must be a list")
+            kwargs[name] = tuple(_build(item, v, f"{prefix}{name}.{i}.") for i, v in enumerate(raw[name]))
         else:
             kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
     return cls(**kwargs)

@@ -44,7 +44,7 @@ def plot_curves(history: Sequence[dict[str, Any]], diagnosis: Diagnosis, path: P
         color="#333333",
     )
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
@@ -71,7 +71,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -80,7 +80,7 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -114,4 +114,4 @@ def plot_image_grid(
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -36,6 +36,7 @@ from cnnlab.export.predictor import Classifier, load
 from cnnlab.figures import plot_confusion, plot_curves
 from cnnlab.fileio import atomic_write_json
 from cnnlab.models import create_model, get_spec
+from cnnlab.models.registry import find_cam_layer
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainSummary:
     best_epoch: int
     verdict: str
     stop_reason: str
+    stages: list[dict[str, Any]]
 
 
 def prepare_data(
@@ -63,8 +65,12 @@ def prepare_data(
         resize_to, pad_to = plan_resize(data.image_size, input_size, cfg.data.resize)
         crop = False
     splits = {name: (fit_to_input(x, resize_to, pad_to), y) for name, (x, y) in data.splits.items()}
-    if spec_mean:
+    if cfg.model.weights != "none" and spec_mean:
+        # Pretrained weights expect their own normalisation; grey input gets the RGB average, the
+        # same for every channel, which keeps it equivalent to the grey image replicated to RGB.
         mean, std = spec_mean, spec_std
+        if data.channels == 1:
+            mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
     else:  # trained from scratch: standardise with the training split's own statistics
         mean, std = channel_stats(splits["train"][0])
     return Preprocessing(data.channels, resize_to, pad_to, mean, std, crop), splits
@@ -82,6 +88,7 @@ def train(
     out = Path(out) if out is not None else Path("runs") / cfg.name
     spec = get_spec(cfg.model.name)
     bundle.check_run_dir(out, overwrite=overwrite, resume=resume)
+    cfg = resolve_auto_weights(cfg, console)
     input_size = cfg.data.input_size or spec.input_size
     data = load_source(cfg.data, input_size, console)
     if spec.binary and len(data.classes) != 2:
@@ -96,7 +103,8 @@ def train(
         f"test {sizes['test']:,}) from {data.origin}"
     )
     torch.manual_seed(cfg.train.seed)
-    model = create_model(spec.name, len(data.classes), data.channels, input_size)
+    model = create_model(spec.name, len(data.classes), data.channels, input_size, cfg.model.weights)
+    cam_layer = spec.cam_layer or find_cam_layer(model, data.channels, input_size)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(
         f"model: {spec.name}, {n_params:,} parameters, input {data.channels}x{prep.pad_to[0]}x{prep.pad_to[1]}"
@@ -158,7 +166,8 @@ def train(
         "in_chans": data.channels,
         "input_size": list(prep.pad_to),
         "preprocessing": prep.to_dict(),
-        "cam_layer": spec.cam_layer,
+        "cam_layer": cam_layer,
+        "weights": cfg.model.weights,
         "temperature": None,
         "threshold": None,
         "parameters": n_params,
@@ -171,6 +180,7 @@ def train(
         },
         "training": {
             "epochs_run": len(result.history),
+            "stages": stage_times(result.history),
             "stop_reason": result.stop_reason,
             "train_seconds": result.train_seconds,
             "eval_seconds": result.eval_seconds,
@@ -199,7 +209,36 @@ def train(
         best_epoch=result.best_epoch,
         verdict=diagnosis.headline(),
         stop_reason=result.stop_reason,
+        stages=stage_times(result.history),
     )
+
+
+def resolve_auto_weights(cfg: Config, console: Console) -> Config:
+    """`model.weights: auto`: ImageNet weights with the recipe's stages when they are available
+    offline; otherwise random initialisation with every stage training all layers."""
+    if cfg.model.weights != "auto":
+        return cfg
+    try:
+        create_model(cfg.model.name, 2, 3, get_spec(cfg.model.name).input_size, "imagenet")
+        return cfg.replace(model=replace(cfg.model, weights="imagenet"))
+    except ModelError as exc:
+        console.print(f"[yellow]{exc}[/yellow]")
+        console.print("training from scratch instead: every stage trains all layers")
+        stages = tuple(replace(st, trainable="all") for st in cfg.train.stages)
+        return cfg.replace(model=replace(cfg.model, weights="none"), train=replace(cfg.train, stages=stages))
+
+
+def stage_times(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per stage, in order: epochs, training seconds, best validation accuracy."""
+    stages: list[dict[str, Any]] = []
+    for row in history:
+        if not stages or stages[-1]["name"] != row["stage"]:
+            stages.append({"name": row["stage"], "epochs": 0, "train_seconds": 0.0, "best_val_acc": 0.0})
+        stage = stages[-1]
+        stage["epochs"] += 1
+        stage["train_seconds"] += row["train_seconds"]
+        stage["best_val_acc"] = max(stage["best_val_acc"], row["val_acc"])
+    return stages
 
 
 def data_summary(data: ArrayDataset) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def test_without_dicm_marker_is_refused() -> None:
 
 def test_compressed_without_decoder_is_refused_clearly() -> None:
     data = make_dicom(ramp(np.uint8, 200), syntax=JPEG2000Lossless)  # declares J2K, holds raw bytes
-    with pytest.raises(DataError, match="compressed DICOM .*cannot be decoded here; install a decoder"):
+    with pytest.raises(DataError, match=r"compressed DICOM .*cannot be decoded here; install a decoder"):
         decode_image(data, 1)
 
 
@@ -128,7 +128,7 @@ def test_pixel_cap_is_checked_before_decoding() -> None:
 
 
 def test_no_tag_value_leaks_into_results_or_errors() -> None:
-    image, info = decode_bytes(make_dicom(ramp()), "upload.dcm")
+    _image, info = decode_bytes(make_dicom(ramp()), "upload.dcm")
     assert "DOE" not in repr(info) and "MRN" not in repr(info)
     try:
         decode_image(make_dicom(np.stack([ramp(), ramp()]), frames=2, patient="SECRET^NAME"), 1)

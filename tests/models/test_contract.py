@@ -8,13 +8,17 @@ from torch import nn
 
 from cnnlab.errors import ModelError
 from cnnlab.models import create_model, get_spec, list_models, register_model
+from cnnlab.models.registry import find_cam_layer
 
 
 def _small_size(name: str) -> int:
     return max(get_spec(name).min_input_size, 32)
 
 
-@pytest.mark.parametrize("name", list_models())
+TIMM_SAMPLES = ["timm:resnet10t", "timm:mobilenetv3_small_050"]
+
+
+@pytest.mark.parametrize("name", list_models() + TIMM_SAMPLES)
 @pytest.mark.parametrize(("in_chans", "num_classes"), [(1, 2), (3, 7)])
 def test_contract(name: str, in_chans: int, num_classes: int) -> None:
     spec = get_spec(name)
@@ -23,6 +27,9 @@ def test_contract(name: str, in_chans: int, num_classes: int) -> None:
     size = _small_size(name) + 4  # not the default: nothing may assume a fixed flatten width
     torch.manual_seed(0)
     model = create_model(name, num_classes, in_chans, size)
+    for module in model.modules():  # undo zero-init residual gammas (timm), which block gradients at init
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+            nn.init.ones_(module.weight)
     x = torch.randn(3, in_chans, size, size)
     features = model.forward_features(x)
     assert features.ndim == 4 and features.shape[0] == 3
@@ -35,10 +42,18 @@ def test_contract(name: str, in_chans: int, num_classes: int) -> None:
     model.train()
     out.sum().backward()
     for pname, param in model.named_parameters():
+        if "AuxLogits" in pname:
+            continue  # Inception's auxiliary head only runs at 299 px (tested below)
         assert param.grad is not None and torch.isfinite(param.grad).all(), pname
         assert param.grad.abs().sum() > 0, f"{pname} receives no gradient"
-    cam = dict(model.named_modules())[spec.cam_layer]
-    assert isinstance(cam, nn.Conv2d)
+    layer = spec.cam_layer or find_cam_layer(model, in_chans, size)
+    shapes = []
+    hook = model.get_submodule(layer).register_forward_hook(lambda m, i, o: shapes.append(o.shape))
+    model.eval()
+    model(x)
+    hook.remove()
+    assert len(shapes[0]) == 4 and shapes[0][-1] * shapes[0][-2] >= 1, f"CAM layer {layer} is not spatial"
+    assert len(model.trunk_blocks()) >= 2
     if not spec.binary:
         model.reset_classifier(num_classes + 3)
         assert model(x).shape == (3, num_classes + 3)

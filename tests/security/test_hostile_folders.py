@@ -45,7 +45,7 @@ def test_empty_class_fails(tmp_path: Path) -> None:
 
 def test_single_class_fails(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "d", {"cat": 5})
-    with pytest.raises(DataError, match="found 1 class .*needs at least 2"):
+    with pytest.raises(DataError, match=r"found 1 class .*needs at least 2"):
         scan_folder(root)
 
 
@@ -167,7 +167,10 @@ def test_patient_in_two_split_folders_is_an_error(tmp_path: Path) -> None:
     root = tmp_path / "d"
     make_folder(root, {"a": 4, "b": 4}, split="train", seed=1)
     make_folder(root, {"a": 2, "b": 2}, split="test", seed=2)
-    rows = [{"file": p.relative_to(root).as_posix(), "patient_id": f"p{i}"} for i, p in enumerate(sorted(root.rglob("*.png")))]
+    rows = [
+        {"file": p.relative_to(root).as_posix(), "patient_id": f"p{i}"}
+        for i, p in enumerate(sorted(root.rglob("*.png")))
+    ]
     rows[-1]["patient_id"] = "p0"  # a test image of the first training patient
     write_metadata(root, rows)
     with pytest.raises(DataError, match="patient/group 'p0' appears in both"):
@@ -177,7 +180,9 @@ def test_patient_in_two_split_folders_is_an_error(tmp_path: Path) -> None:
 def test_patients_are_never_split_when_cnnlab_splits(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "d", {"normal": 40, "pneumonia": 40}, mode="L")
     files = sorted(root.rglob("*.png"))
-    write_metadata(root, [{"file": f.relative_to(root).as_posix(), "patient_id": f"p{i // 3}"} for i, f in enumerate(files)])
+    write_metadata(
+        root, [{"file": f.relative_to(root).as_posix(), "patient_id": f"p{i // 3}"} for i, f in enumerate(files)]
+    )
     data = load(root, val_fraction=0.2, test_fraction=0.2)
     assert data.channels == 1
     sets = {name: set(g.tolist()) for name, g in data.groups.items()}

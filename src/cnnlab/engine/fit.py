@@ -4,9 +4,11 @@ the bundle around it is assembled by `cnnlab.workflow`."""
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,14 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from cnnlab.config import Config
+from cnnlab.config import Config, StageConfig
+from cnnlab.data.augment import build_augment
 from cnnlab.data.loader import TensorBatches
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.loop import NonFiniteLoss, evaluate_epoch, train_one_epoch
 from cnnlab.engine.losses import balanced_class_weights, make_loss
 from cnnlab.engine.schedule import LRPolicy, make_optimizer
+from cnnlab.engine.transfer import HeadOnly, plan_stage, trunk_features
 from cnnlab.errors import BundleError, CnnlabError
 from cnnlab.progress import progress_bar
 
@@ -53,6 +57,19 @@ class FitResult:
         return sum(row["eval_seconds"] for row in self.history)
 
 
+@dataclass
+class _Stage:
+    index: int
+    cfg: StageConfig
+    net: nn.Module
+    train: TensorBatches
+    val: TensorBatches
+    optimizer: torch.optim.Optimizer
+    policy: LRPolicy
+    frozen_norms: list[nn.Module]
+    prep_seconds: float
+
+
 def fit(
     model: nn.Module,
     train: TensorBatches,
@@ -66,14 +83,15 @@ def fit(
     console: Console | None = None,
     on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> FitResult:
+    """Train through the config's stages (one `all` stage by default), keeping the best weights."""
     tc, oc = cfg.train, cfg.optim
     console = console or Console(quiet=True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer([{"params": [p for p in model.parameters() if p.requires_grad]}], oc)
-    policy = LRPolicy(oc, tc.epochs, len(train))
+    stages = tc.resolved_stages()
+    plan = [(i, e) for i, stage in enumerate(stages) for e in range(stage.epochs)]
     weights = balanced_class_weights(train.labels, num_classes) if oc.class_weights == "auto" else None
     if weights is not None:
         console.print("class weights: " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
@@ -82,41 +100,53 @@ def fit(
     history: list[dict[str, Any]] = []
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0
     best_state: dict[str, torch.Tensor] | None = None
+    saved: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(checkpoint_dir / "last.pt")
-        _check_resumable(state, cfg)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        policy.load_state_dict(state["policy"])
-        torch.set_rng_state(state["rng"])
-        history = list(state["history"])
+        saved = load_checkpoint(checkpoint_dir / "last.pt")
+        _check_resumable(saved, cfg)
+        model.load_state_dict(saved["model"])
+        torch.set_rng_state(saved["rng"])
+        history = list(saved["history"])
         start_epoch, best_loss, best_epoch, bad_epochs = (
-            state["epoch"],
-            state["best_val_loss"],
-            state["best_epoch"],
-            state["bad_epochs"],
+            saved["epoch"],
+            saved["best_val_loss"],
+            saved["best_epoch"],
+            saved["bad_epochs"],
         )
         best_state = load_checkpoint(checkpoint_dir / "best.pt")["model"]
-        console.print(f"resuming after epoch {start_epoch} of {tc.epochs}")
-        if start_epoch >= tc.epochs:
-            console.print("nothing left to train: the checkpoint has every epoch")
+        console.print(f"resuming after epoch {start_epoch} of {len(plan)}")
 
-    net = torch.compile(model) if tc.compile else model
     stop_reason = "completed"
-    for epoch in range(start_epoch, tc.epochs):
-        train.set_epoch(epoch)
+    stage: _Stage | None = None
+    skip_stage = -1
+    for epoch in range(start_epoch, len(plan)):
+        index, stage_epoch = plan[epoch]
+        if index == skip_stage:
+            continue
+        if stage is None or stage.index != index:
+            stage = _start_stage(model, index, stages[index], train, val, cfg, console)
+            if saved is not None and saved.get("stage") == index and stage_epoch > 0:
+                stage.optimizer.load_state_dict(saved["optimizer"])
+                stage.policy.load_state_dict(saved["policy"])
+            elif stage_epoch == 0:
+                bad_epochs = 0
+            saved = None
+        stage.train.set_epoch(epoch)
+        label = f"{stage.cfg.name} epoch {epoch + 1}/{len(plan)}"
         try:
-            with progress_bar(console, f"epoch {epoch + 1}/{tc.epochs}", train.num_samples) as advance:
+            with progress_bar(console, label, stage.train.num_samples) as advance:
                 stats = train_one_epoch(
-                    net,
-                    train,
-                    optimizer,
+                    stage.net,
+                    stage.train,
+                    stage.optimizer,
                     loss_fn,
                     binary=binary,
                     precision=tc.precision,
-                    set_lr=lambda step: policy.apply(optimizer, step),
-                    first_step=epoch * len(train),
+                    set_lr=lambda step, st=stage: st.policy.apply(st.optimizer, step),
+                    first_step=stage_epoch * len(stage.train),
                     on_batch=advance,
+                    frozen=stage.frozen_norms,
+                    aux_weight=tc.aux_weight,
                 )
         except NonFiniteLoss as exc:
             if best_state is None:
@@ -127,20 +157,21 @@ def fit(
             stop_reason = f"non-finite loss in epoch {epoch + 1}; kept the weights of epoch {best_epoch}"
             console.print(f"[red]stopped: {stop_reason}[/red]")
             break
-        lr = optimizer.param_groups[0]["lr"]
-        evaluation = evaluate_epoch(net, val, loss_fn, binary=binary, precision=tc.precision)
-        policy.end_epoch(evaluation.loss)
+        train_seconds = stats.seconds + (stage.prep_seconds if stage_epoch == 0 else 0.0)
+        lr = stage.optimizer.param_groups[0]["lr"]
+        evaluation = evaluate_epoch(stage.net, stage.val, loss_fn, binary=binary, precision=tc.precision)
+        stage.policy.end_epoch(evaluation.loss)
         row = {
-            "stage": "train",
+            "stage": stage.cfg.name,
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": stats.loss,
             "train_acc": stats.accuracy,
             "val_loss": evaluation.loss,
             "val_acc": evaluation.accuracy,
-            "train_seconds": stats.seconds,
+            "train_seconds": train_seconds,
             "eval_seconds": evaluation.seconds,
-            "images_per_second": stats.images_per_second,
+            "images_per_second": stats.images / train_seconds if train_seconds > 0 else 0.0,
         }
         history.append(row)
         improved = evaluation.loss < best_loss
@@ -151,8 +182,9 @@ def fit(
             bad_epochs += 1
         state = {
             "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "policy": policy.state_dict(),
+            "optimizer": stage.optimizer.state_dict(),
+            "policy": stage.policy.state_dict(),
+            "stage": index,
             "rng": torch.get_rng_state(),
             "history": history,
             "epoch": epoch + 1,
@@ -164,16 +196,108 @@ def fit(
         save_checkpoint(checkpoint_dir / "last.pt", state)
         if improved:
             save_checkpoint(checkpoint_dir / "best.pt", state)
-        console.print(_epoch_line(row, tc.epochs, improved))
+        console.print(_epoch_line(row, len(plan), improved))
         if on_epoch is not None:
             on_epoch(history)
         if tc.early_stopping is not None and bad_epochs >= tc.early_stopping:
-            stop_reason = f"early stopping: no better validation loss for {bad_epochs} epochs"
+            stop_reason = (
+                f"early stopping in stage '{stage.cfg.name}': no better validation loss for {bad_epochs} epochs"
+            )
             console.print(stop_reason)
-            break
+            skip_stage = index
     if best_state is None:
         raise CnnlabError("no epoch was trained (train.epochs must be at least 1)")
     return FitResult(history, best_epoch, best_state, stop_reason)
+
+
+def _start_stage(
+    model: nn.Module,
+    index: int,
+    stage: StageConfig,
+    train: TensorBatches,
+    val: TensorBatches,
+    cfg: Config,
+    console: Console,
+) -> _Stage:
+    oc, tc = cfg.optim, cfg.train
+    lr = stage.lr if stage.lr is not None else oc.lr
+    plan = plan_stage(model, stage.trainable, lr, stage.lr_decay)
+    stage_optim = replace(
+        oc,
+        lr=lr,
+        schedule=stage.schedule or oc.schedule,
+        warmup_epochs=stage.warmup_epochs if stage.warmup_epochs is not None else oc.warmup_epochs,
+    )
+    if stage.augment is not None:
+        train = loader_copy(train, augment=build_augment(stage.augment, int(train.images.shape[-1])))
+    net: nn.Module = model
+    prep = 0.0
+    if (
+        plan.head_only
+        and stage.cache_features
+        and train.augment is None
+        and train.mix is None
+        and hasattr(model, "forward_features")
+    ):
+        # Nothing before the head trains and nothing random happens to the input: run the frozen
+        # trunk once over the data and train the head on its output.
+        start = time.perf_counter()
+        with progress_bar(console, "computing frozen features", train.num_samples + val.num_samples) as advance:
+            feats = trunk_features(model, _counting(train, advance, ordered=True), tc.precision)
+            val_feats = trunk_features(model, _counting(val, advance, ordered=True), tc.precision)
+        prep = time.perf_counter() - start
+        zero, one = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+        train = TensorBatches(
+            *feats, train.batch_size, zero, one, shuffle=True, seed=train.seed, balanced=train.balanced
+        )
+        val = TensorBatches(*val_feats, val.batch_size, zero, one)
+        net = HeadOnly(model)
+        console.print(f"stage '{stage.name}': frozen features computed once in {prep:.1f} s")
+    elif tc.compile:
+        net = torch.compile(model)
+    optimizer = make_optimizer(plan.groups, stage_optim)
+    console.print(
+        f"stage '{stage.name}': training {stage.trainable} ({plan.trainable_params:,} parameters), "
+        f"{stage.epochs} epochs at lr {lr:g}"
+    )
+    return _Stage(
+        index,
+        stage,
+        net,
+        train,
+        val,
+        optimizer,
+        LRPolicy(stage_optim, stage.epochs, len(train)),
+        plan.frozen_norms,
+        prep,
+    )
+
+
+def loader_copy(batches: TensorBatches, **changes: Any) -> TensorBatches:
+    """A shallow copy of a loader with some attributes changed (the tensors are shared)."""
+    clone = copy.copy(batches)
+    for key, value in changes.items():
+        setattr(clone, key, value)
+    return clone
+
+
+def _counting(batches: TensorBatches, advance: Callable[[int], None], ordered: bool):
+    """Iterate a loader in a fixed order (features must line up with labels), reporting progress."""
+    source = (
+        TensorBatches(
+            batches.images,
+            batches.labels,
+            batches.batch_size,
+            batches.mean,
+            batches.std,
+            channels_last=batches.channels_last,
+        )
+        if ordered
+        else batches
+    )
+    for x, y in source:
+        yield x, y
+        advance(len(y))
 
 
 def _check_resumable(state: dict[str, Any], cfg: Config) -> None:

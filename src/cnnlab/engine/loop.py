@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,9 +49,18 @@ def train_one_epoch(
     set_lr: Callable[[int], float] | None = None,
     first_step: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    frozen: Sequence[nn.Module] = (),
+    aux_weight: float = 0.4,
 ) -> EpochStats:
-    """Train over `batches`; raises NonFiniteLoss before a NaN/inf loss can update the weights."""
+    """Train over `batches`; raises NonFiniteLoss before a NaN/inf loss can update the weights.
+
+    `frozen` modules (BatchNorm layers of a frozen trunk) stay in eval mode. A model that
+    leaves `aux_logits` after its forward (Inception's auxiliary head) adds their loss,
+    weighted by `aux_weight`.
+    """
     model.train()
+    for module in frozen:
+        module.eval()
     total_loss = torch.zeros((), dtype=torch.float64)
     correct = torch.zeros((), dtype=torch.int64)
     seen = 0
@@ -63,6 +72,9 @@ def train_one_epoch(
         with autocast(precision):
             logits = model(x)
         loss = loss_fn(logits, y)
+        aux = getattr(model, "aux_logits", None)
+        if aux is not None:
+            loss = loss + aux_weight * loss_fn(aux, y)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(step, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)

@@ -52,6 +52,9 @@ class SequentialCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def trunk_blocks(self) -> list[nn.Module]:
+        return [m for m in self.features if any(True for _ in m.parameters())]
+
     def reset_classifier(self, num_classes: int) -> None:
         self.classifier = nn.Linear(self.classifier.in_features, num_outputs(num_classes, self.binary))
 

