@@ -10,7 +10,7 @@ import torch
 from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.engine.transfer import plan_stage, trunk_blocks
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, ModelError
 from cnnlab.models import create_model
 from cnnlab.workflow import train
 
@@ -119,3 +119,31 @@ def test_resume_between_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     resumed = train(cfg, tmp_path / "b", resume=True)
     assert resumed.test_accuracy == straight.test_accuracy
     assert [s["epochs"] for s in resumed.stages] == [1, 2]
+
+
+def test_auto_weights_fall_back_to_training_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from cnnlab.models import weights as weights_module
+    from cnnlab.workflow import resolve_auto_weights
+
+    def offline(name):
+        raise ModelError(f"ImageNet weights for {name} are not available offline: place x.pth in /nowhere")
+
+    monkeypatch.setattr(weights_module, "_torchvision_state", offline)
+    stages = [{"name": "head", "trainable": "head", "epochs": 1}]
+    cfg = load_config(None, values={"model.name": "resnet18", "model.weights": "auto", "train.stages": stages})
+    console = Console(record=True, width=200)
+    resolved = resolve_auto_weights(cfg, console)
+    assert resolved.model.weights == "none" and resolved.train.stages[0].trainable == "all"
+    assert "not available offline" in console.export_text()
+    lite = load_config(None, values={"model.name": "efficientnet_lite0", "model.weights": "auto", "train.stages": stages})
+    assert resolve_auto_weights(lite, console).model.weights == "imagenet"
+
+
+def test_stage_augmentation_and_yaml_stage_override(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        overrides=["train.stages=[{name: a, trainable: all, epochs: 1, augment: light}]", "train.stages.0.epochs=2"],
+    )
+    assert cfg.train.stages[0].augment == "light" and cfg.train.stages[0].epochs == 2

@@ -196,3 +196,26 @@ def binary_cnn(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     )
     neck = [("fc1", _DenseSlot(128)), ("relu", nn.ReLU(inplace=True)), ("dropout", nn.Dropout(0.5))]
     return SequentialCNN(features, neck, num_classes, in_chans, input_size, binary=True)
+
+
+@register_model(
+    "alexnet_small",
+    input_size=227,
+    in_chans=3,
+    mean=(),
+    std=(),
+    cam_layer="features.conv2",
+    min_input_size=35,
+    description="The seed's AlexNet-like model (000 Q8): 96@11x11 stride 4, pool, 256@5x5, pool, dense4096",
+)
+def alexnet_small(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    features = _seq(
+        ("conv1", nn.Conv2d(in_chans, 96, 11, stride=4)),
+        ("relu1", nn.ReLU(inplace=True)),
+        ("pool1", nn.MaxPool2d(3, stride=2)),
+        ("conv2", nn.Conv2d(96, 256, 5, padding=2)),
+        ("relu2", nn.ReLU(inplace=True)),
+        ("pool2", nn.MaxPool2d(3, stride=2)),
+    )
+    neck = [("fc1", _DenseSlot(4096)), ("relu", nn.ReLU(inplace=True))]
+    return SequentialCNN(features, neck, num_classes, in_chans, input_size)
