@@ -42,6 +42,8 @@ def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:
             raise BundleError(f"cannot resume: no checkpoint at {out / CHECKPOINTS / 'last.pt'}")
         if (out / CARD).exists() and not overwrite:
             raise BundleError(f"{out} is already a finished bundle; nothing to resume")
+    elif out.exists() and not out.is_dir():
+        raise BundleError(f"cannot write to {out}: it is a file, not a directory")
     elif out.exists() and not overwrite:
         if (out / CARD).exists():
             raise BundleError(f"{out} already holds a bundle; choose another --out or pass --overwrite")

@@ -94,7 +94,12 @@ def train(
     if recipe is None and "name" not in values:
         values["name"] = f"{model or 'lenet5'}-{_slug(data or 'mnist-sample')}"
     cfg = load_config(recipe, overrides=set_ or [], values=values)
-    summary = run_training(cfg, out, overwrite=overwrite, resume=resume, console=console)
+    try:
+        summary = run_training(cfg, out, overwrite=overwrite, resume=resume, console=console)
+    except KeyboardInterrupt:
+        # Typer turns Ctrl-C into a bare exit; the checkpoints of finished epochs are kept.
+        err.print("interrupted; continue the run with the same command and --resume")
+        raise typer.Exit(130) from None
     _print_summary(summary)
 
 
@@ -340,12 +345,12 @@ def main() -> None:
     # is cnnlab's own one-line errors and an interrupted run.
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("interrupted; an unfinished run continues with `cnnlab train ... --resume`")
-        sys.exit(130)
     except CnnlabError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:  # a full disk or a vanished folder mid-run: say so in one line
+        err.print(f"[red]error:[/red] {exc.strerror or exc}: {exc.filename or ''}", soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -229,6 +230,11 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
             node = _list_item(node, part, dotted)
             continue
         child = node.setdefault(part, {})
+        if isinstance(child, _OverrideText):  # an earlier --set gave this whole list as YAML
+            try:
+                child = node[part] = yaml.safe_load(child)
+            except yaml.YAMLError:
+                raise ConfigError(f"'{part}' in '{dotted}': not YAML") from None
         if not isinstance(child, dict | list):
             raise ConfigError(f"'{part}' in '{dotted}' is a value, not a section")
         node = child
@@ -271,7 +277,42 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             kwargs[name] = tuple(_build(item, v, f"{prefix}{name}.{i}.") for i, v in enumerate(raw[name]))
         else:
             kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
+    for name, value in kwargs.items():
+        rule = _RANGES.get((cls.__name__, name))
+        if rule is not None and value is not None and not rule[0](value):
+            raise ConfigError(f"{prefix}{name} must be {rule[1]}, not {value!r}")
     return cls(**kwargs)
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+_RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("DataConfig", "val_fraction"): _FRACTION,
+    ("DataConfig", "test_fraction"): _FRACTION,
+    ("DataConfig", "max_bad_fraction"): (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("DataConfig", "input_size"): (_positive, "positive"),
+    ("DataConfig", "channels"): (lambda v: v in (1, 3), "1 or 3"),
+    ("DataConfig", "limit_train"): (_positive, "positive"),
+    ("DataConfig", "mix_alpha"): (_positive, "positive"),
+    ("OptimConfig", "lr"): (lambda v: v >= 0, "zero or positive"),
+    ("OptimConfig", "weight_decay"): (lambda v: v >= 0, "zero or positive"),
+    ("OptimConfig", "step_size"): (_positive, "positive"),
+    ("OptimConfig", "gamma"): (_positive, "positive"),
+    ("OptimConfig", "label_smoothing"): _FRACTION,
+    ("OptimConfig", "focal_gamma"): (lambda v: v >= 0, "zero or positive"),
+    ("OptimConfig", "warmup_epochs"): (lambda v: v >= 0, "zero or positive"),
+    ("TrainConfig", "epochs"): (_positive, "positive"),
+    ("TrainConfig", "batch_size"): (_positive, "positive"),
+    ("TrainConfig", "eval_batch_size"): (_positive, "positive"),
+    ("TrainConfig", "early_stopping"): (_positive, "positive"),
+    ("TrainConfig", "threads"): (_positive, "positive"),
+    ("StageConfig", "epochs"): (_positive, "positive"),
+    ("StageConfig", "lr"): (lambda v: v >= 0, "zero or positive"),
+    ("StageConfig", "lr_decay"): (_positive, "positive"),
+}
 
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -283,9 +324,13 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
+        inner = options[0]
+        # "none" is a real choice of some Literals (augment: none); only otherwise does it mean null.
+        if typing.get_origin(inner) is Literal and value in typing.get_args(inner):
+            return str(value)
         if value is None or (isinstance(value, _OverrideText) and value.lower() in ("none", "null")):
             return None
-        return _coerce(value, options[0], key)
+        return _coerce(value, inner, key)
     if origin is Literal:
         choices = typing.get_args(kind)
         if value not in choices:

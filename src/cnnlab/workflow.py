@@ -21,11 +21,11 @@ from cnnlab.data.loader import TensorBatches
 from cnnlab.data.preprocess import (
     Preprocessing,
     channel_stats,
-    fit_to_input,
+    fit_all,
     plan_resize,
     stats_tensors,
 )
-from cnnlab.data.sources import ArrayDataset, load_source
+from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source
 from cnnlab.engine.fit import HISTORY_FIELDS, fit
 from cnnlab.engine.loop import evaluate_epoch
 from cnnlab.engine.losses import make_loss, predicted_index
@@ -58,13 +58,14 @@ def prepare_data(
     cfg: Config, data: ArrayDataset, spec_mean: tuple[float, ...], spec_std: tuple[float, ...], input_size: int
 ) -> tuple[Preprocessing, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Fit every split to the network input once, and fix the preprocessing the card will hold."""
+    # Square sources (digits, CIFAR) are cropped to nothing in training; the flag still matters
+    # when a non-square photo is served later.
+    crop = cfg.data.fit == "crop"
     if data.fitted_crop is not None:  # the loader already decoded every image at the input size
         resize_to = pad_to = (input_size, input_size)
-        crop = data.fitted_crop
     else:
         resize_to, pad_to = plan_resize(data.image_size, input_size, cfg.data.resize)
-        crop = False
-    splits = {name: (fit_to_input(x, resize_to, pad_to), y) for name, (x, y) in data.splits.items()}
+    splits = {name: (fit_all(x, resize_to, pad_to, crop), y) for name, (x, y) in data.splits.items()}
     if cfg.model.weights != "none" and spec_mean:
         # Pretrained weights expect their own normalisation; grey input gets the RGB average, the
         # same for every channel, which keeps it equivalent to the grey image replicated to RGB.
@@ -88,6 +89,9 @@ def train(
     out = Path(out) if out is not None else Path("runs") / cfg.name
     spec = get_spec(cfg.model.name)
     bundle.check_run_dir(out, overwrite=overwrite, resume=resume)
+    if cfg.data.source.startswith(FOLDER_PREFIX):  # recorded absolute: evaluate may run elsewhere
+        folder = Path(cfg.data.source[len(FOLDER_PREFIX) :]).expanduser().resolve()
+        cfg = cfg.replace(data=replace(cfg.data, source=f"{FOLDER_PREFIX}{folder}"))
     cfg = resolve_auto_weights(cfg, console)
     input_size = cfg.data.input_size or spec.input_size
     data = load_source(cfg.data, input_size, console)
@@ -279,9 +283,14 @@ def evaluate(
     run_dir = Path(run_dir)
     clf = load(run_dir)
     cfg = load_config(str(run_dir / bundle.CONFIG))
+    # The data as the model saw it: its channels, and the folder given now if any.
+    data_cfg = replace(cfg.data, channels=clf.preprocessing.channels)
     if data_dir is not None:
-        cfg = cfg.replace(data=replace(cfg.data, data_dir=data_dir))
-    data = load_source(cfg.data, clf.preprocessing.pad_to[0])
+        if data_cfg.source.startswith(FOLDER_PREFIX):
+            data_cfg = replace(data_cfg, source=f"{FOLDER_PREFIX}{Path(data_dir).expanduser().resolve()}")
+        else:
+            data_cfg = replace(data_cfg, data_dir=data_dir)
+    data = load_source(data_cfg, clf.preprocessing.pad_to[0])
     if split not in data.splits:
         raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
     return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval")
@@ -290,7 +299,7 @@ def evaluate(
 def evaluate_arrays(clf: Classifier, data: ArrayDataset, split: str, out_dir: Path) -> EvalSummary:
     prep = clf.preprocessing
     x, y = data.splits[split]
-    pixels = x if data.fitted_crop is not None else fit_to_input(x, prep.resize_to, prep.pad_to)
+    pixels = x if data.fitted_crop is not None else fit_all(x, prep.resize_to, prep.pad_to, prep.crop)
     start = time.perf_counter()
     logits = clf.logits_from_pixels(pixels)
     seconds = time.perf_counter() - start

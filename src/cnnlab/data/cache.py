@@ -17,18 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from cnnlab.data.decode import decode_image, read_image_file
-from cnnlab.data.folder import Entry, Manifest, apply_metadata, check_classes, check_usable, list_files, verify
-from cnnlab.data.preprocess import fit_to_input
+from cnnlab.data.decode import read_image_file
+from cnnlab.data.folder import Entry, Manifest, scan_folder
+from cnnlab.data.preprocess import image_to_input
 from cnnlab.fileio import atomic_write_bytes, atomic_write_text
 
 DECODE_VERSION = 1
-_VERIFIED_FIELDS = ("sha256", "format", "width", "height", "mode", "channels", "status", "reason")
+_VERIFIED_FIELDS = ("sha256", "format", "width", "height", "mode", "channels")
 
 
 def cache_root() -> Path:
@@ -43,49 +42,65 @@ def _writable(path: Path) -> bool:
         return False
 
 
+class ManifestStore:
+    """Verification results of one data folder, keyed by each file's size, times and inode.
+
+    Only readable files are remembered (a bad file is looked at again next time: it may have been
+    fixed, or a decoder installed), and the store is void when the decoders change version.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = cache_root() / "manifests" / f"{hashlib.sha256(str(root).encode()).hexdigest()[:32]}.json"
+        self.stats: dict[str, list[int]] = {}
+
+    def _fingerprint(self) -> str:
+        import PIL
+        import pydicom
+
+        return f"{DECODE_VERSION}/{PIL.__version__}/{pydicom.__version__}"
+
+    def recall(self, entries: list[Entry]) -> list[Entry]:
+        try:
+            known = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            known = {}
+        files = known.get("files", {}) if known.get("fingerprint") == self._fingerprint() else {}
+        todo = []
+        for e in entries:
+            if e.status != "ok":
+                continue
+            try:
+                st = (self.root / e.path).stat()
+            except OSError:
+                todo.append(e)
+                continue
+            self.stats[e.path] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            hit = files.get(e.path)
+            if hit and hit["stat"] == self.stats[e.path]:
+                for name in _VERIFIED_FIELDS:
+                    setattr(e, name, hit[name])
+            else:
+                todo.append(e)
+        return todo
+
+    def remember(self, entries: list[Entry]) -> None:
+        if not _writable(self.path.parent):
+            return
+        files = {
+            e.path: {"stat": self.stats[e.path], **{k: asdict(e)[k] for k in _VERIFIED_FIELDS}}
+            for e in entries
+            if e.status == "ok" and e.path in self.stats
+        }
+        atomic_write_text(self.path, json.dumps({"fingerprint": self._fingerprint(), "files": files}))
+
+
 def scan_folder_cached(
     root: str | Path, max_bad_fraction: float = 0.01, progress: Callable[[int], None] | None = None
 ) -> Manifest:
-    """`folder.scan_folder`, re-reading only files whose size or mtime changed since last time."""
+    """`folder.scan_folder` with this cache's `ManifestStore`."""
     root = Path(root).expanduser().resolve()
-    entries, ignored = list_files(root)
-    notes: list[str] = []
-    entries = apply_metadata(root, entries, notes)
-    store = cache_root() / "manifests" / f"{hashlib.sha256(str(root).encode()).hexdigest()[:32]}.json"
-    try:
-        known = json.loads(store.read_text()) if store.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        known = {}
-    todo: list[Entry] = []
-    stats: dict[str, list[int]] = {}
-    for e in entries:
-        if e.status != "ok":
-            continue
-        try:
-            st = (root / e.path).stat()
-        except OSError:
-            todo.append(e)
-            continue
-        stats[e.path] = [st.st_size, st.st_mtime_ns]
-        hit = known.get(e.path)
-        if hit and hit["stat"] == stats[e.path]:
-            for name in _VERIFIED_FIELDS:
-                setattr(e, name, hit[name])
-        else:
-            todo.append(e)
-    if progress is not None:
-        progress(len(entries) - len(todo))
-    verify(root, todo, progress)
-    if todo and _writable(store.parent):
-        record = {
-            e.path: {"stat": stats[e.path], **{k: asdict(e)[k] for k in _VERIFIED_FIELDS}}
-            for e in entries
-            if e.path in stats
-        }
-        atomic_write_text(store, json.dumps(record))
-    manifest = Manifest(root, check_classes(entries), entries, ignored, notes)
-    check_usable(manifest, max_bad_fraction)
-    return manifest
+    return scan_folder(root, max_bad_fraction, progress, store=ManifestStore(root))
 
 
 def decoded_images(
@@ -113,9 +128,8 @@ def decoded_images(
             pass  # a damaged cache file is rebuilt below
 
     def one(entry: Entry) -> torch.Tensor:
-        pixels = decode_image(read_image_file(manifest.root / entry.path), channels)
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
-        return fit_to_input(tensor, (size, size), (size, size), crop=crop)[0]
+        data = read_image_file(manifest.root / entry.path)
+        return image_to_input(data, channels, (size, size), (size, size), crop)
 
     out = torch.empty(len(entries), channels, size, size, dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:

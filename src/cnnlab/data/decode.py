@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ MAX_PIXELS = 50_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 """Largest image file read at all."""
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "DICOM")
-_PIL_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+_PIL_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")  # MPO: phone JPEGs with a preview frame
 _IDX_MAX_BYTES = 1 << 31
 _IDX_DTYPES = {0x08: np.uint8}
 
@@ -45,7 +46,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             if count > _IDX_MAX_BYTES:
                 raise DataError(f"{path}: IDX header declares {count} values, over the limit")
             payload = fh.read(count + 1)
-    except (OSError, EOFError, struct.error) as exc:
+    except (OSError, EOFError, struct.error, zlib.error) as exc:
         raise DataError(f"{path}: cannot read IDX file ({exc})") from None
     if len(payload) != count:
         raise DataError(f"{path}: IDX header declares {count} values but the file holds {len(payload)}")
@@ -121,7 +122,7 @@ def decode_image(source: Any, channels: int) -> np.ndarray:
         image = _from_array(source)
     elif isinstance(source, Image.Image):
         _check_pixels(source.width, source.height, "<image>")
-        image = _to_l_or_rgb(source)
+        image = _to_l_or_rgb(ImageOps.exif_transpose(source))  # as a file of it would be decoded
     elif isinstance(source, bytes | bytearray | memoryview):
         image, _ = decode_bytes(bytes(source))
     elif isinstance(source, str | Path):
@@ -148,27 +149,32 @@ def _open(stream: io.BytesIO, name: str) -> Image.Image:
     if image.format not in _PIL_FORMATS:
         raise DataError(f"{name}: format {image.format} is not allowed ({', '.join(ALLOWED_FORMATS)})")
     _check_pixels(image.width, image.height, name)
-    if getattr(image, "n_frames", 1) > 1:
+    if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
         raise DataError(f"{name}: multi-frame images are not supported")
     try:
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{name}: damaged image data ({exc})") from None
-    return ImageOps.exif_transpose(image)
+        image.load()  # the first frame (an MPO's main image)
+        return ImageOps.exif_transpose(image)
+    except Exception as exc:  # decoders raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise DataError(f"{name}: damaged image data ({exc.__class__.__name__}: {exc})") from None
 
 
 def _natural_channels(image: Image.Image) -> int:
     return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
 
 
+def scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """The used range of any grey values, stretched to 0-255 (16-bit images, DICOM)."""
+    values = values.astype(np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
+    return np.clip(scaled.round(), 0, 255).astype(np.uint8)
+
+
 def _to_l_or_rgb(image: Image.Image) -> Image.Image:
     """Every mode to `L` or `RGB`, the same way for training and serving."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit grey: scale the used range to 8 bits instead of clipping at 255.
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(arr.round().astype(np.uint8), mode="L")
+        return Image.fromarray(scale_to_uint8(np.asarray(image)), mode="L")
     if image.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
         # Composite on black; a palette image may carry transparency.
         rgba = image.convert("RGBA")

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 
+from cnnlab.data.decode import scale_to_uint8
 from cnnlab.errors import DataError
 
 _COMPRESSED_HINT = "install a decoder for it (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)"
@@ -47,20 +48,26 @@ def decode_dicom(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, s
         raise DataError(f"{name}: DICOM {photometric} with {samples} samples per pixel; only grey images")
     syntax = ds.file_meta.get("TransferSyntaxUID")
     try:
+        compressed = syntax is not None and bool(syntax.is_compressed)
+    except Exception:  # an unknown transfer syntax UID
+        compressed = False
+    try:
         raw = ds.pixel_array
     except Exception as exc:
-        if syntax is not None and syntax.is_compressed:
+        if compressed:
             raise DataError(
                 f"{name}: compressed DICOM ({syntax.name}) cannot be decoded here; {_COMPRESSED_HINT}"
             ) from None
         raise DataError(f"{name}: damaged DICOM pixel data ({exc.__class__.__name__})") from None
     if raw.ndim != 2:
         raise DataError(f"{name}: DICOM pixel array of shape {raw.shape}; expected one grey frame")
-    values = apply_modality_lut(raw, ds).astype(np.float64)  # RescaleSlope / RescaleIntercept
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        values = apply_voi_lut(values, ds, index=0).astype(np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
+    try:
+        values = apply_modality_lut(raw, ds).astype(np.float64)  # RescaleSlope / RescaleIntercept
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            values = apply_voi_lut(values, ds, index=0).astype(np.float64)
+    except Exception as exc:  # malformed rescale or window values
+        raise DataError(f"{name}: unusable DICOM rescale/window values ({exc.__class__.__name__})") from None
+    pixels = scale_to_uint8(values)
     if photometric == "MONOCHROME1":  # high values are dark: invert to the usual display
-        scaled = 255.0 - scaled
-    return np.clip(scaled.round(), 0, 255).astype(np.uint8), f"{photometric} {bits}-bit"
+        pixels = 255 - pixels
+    return pixels, f"{photometric} {bits}-bit"

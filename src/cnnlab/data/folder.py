@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from cnnlab.data.decode import decode_bytes, read_image_file
 from cnnlab.errors import DataError
@@ -283,6 +284,9 @@ def verify(root: Path, entries: list[Entry], progress: Callable[[int], None] | N
         except OSError as exc:
             entry.status, entry.reason = "bad", f"unreadable ({exc.strerror or exc})"
             return
+        except Exception as exc:  # a malformed file must cost one entry, never the whole scan
+            entry.status, entry.reason = "bad", f"undecodable ({exc.__class__.__name__})"
+            return
         entry.format, entry.width, entry.height = info.format, info.width, info.height
         entry.mode, entry.channels = info.mode, info.channels
 
@@ -293,15 +297,32 @@ def verify(root: Path, entries: list[Entry], progress: Callable[[int], None] | N
                 progress(1)
 
 
+class VerifiedStore(Protocol):
+    """Remembers verification results between scans (`cnnlab.data.cache.ManifestStore`)."""
+
+    def recall(self, entries: list[Entry]) -> list[Entry]: ...
+    def remember(self, entries: list[Entry]) -> None: ...
+
+
 def scan_folder(
-    root: str | Path, max_bad_fraction: float = 0.01, progress: Callable[[int], None] | None = None
+    root: str | Path,
+    max_bad_fraction: float = 0.01,
+    progress: Callable[[int], None] | None = None,
+    store: VerifiedStore | None = None,
 ) -> Manifest:
-    """The manifest of a class folder (raises DataError when it cannot be trained on)."""
+    """The manifest of a class folder (raises DataError when it cannot be trained on).
+
+    With a `store`, files verified on an earlier scan and unchanged since are not read again."""
     root = Path(root).expanduser().resolve()
     entries, ignored = list_files(root)
     notes: list[str] = []
     entries = apply_metadata(root, entries, notes)
-    verify(root, entries, progress)
+    todo = store.recall(entries) if store is not None else entries
+    if progress is not None:
+        progress(len(entries) - len(todo))
+    verify(root, todo, progress)
+    if store is not None and todo:
+        store.remember(entries)
     manifest = Manifest(root, check_classes(entries), entries, ignored, notes)
     check_usable(manifest, max_bad_fraction)
     return manifest

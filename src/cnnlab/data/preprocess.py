@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +44,19 @@ class Preprocessing:
             std=tuple(float(v) for v in data["std"]),
             crop=bool(data.get("crop", False)),
         )
+
+
+def image_to_input(
+    source: Any, channels: int, resize_to: tuple[int, int], pad_to: tuple[int, int], crop: bool
+) -> torch.Tensor:
+    """One image (path, bytes, PIL image or array) as uint8 (C, H, W) network-ready pixels.
+
+    The train/serve contract: the decoded cache and every prediction go through this function."""
+    from cnnlab.data.decode import decode_image
+
+    pixels = decode_image(source, channels)
+    tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
+    return fit_to_input(tensor, resize_to, pad_to, crop=crop)[0]
 
 
 def plan_resize(native: tuple[int, int], input_size: int, rule: str) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -103,9 +117,28 @@ def stats_tensors(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torc
     return m, s
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (0-1 scale) of uint8 (N, C, H, W) images."""
-    x = images.double().div(255.0)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (0-1 scale) of uint8 (N, C, H, W) images, in chunks (no full
+    float copy of a large set)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].double().div_(255.0)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    n = images.numel() // images.shape[1]
+    mean = total / n
+    std = (squares / n - mean.square()).clamp_min(0).mul(n / max(n - 1, 1)).sqrt().clamp_min(1e-6)
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def fit_all(
+    images: torch.Tensor, resize_to: tuple[int, int], pad_to: tuple[int, int], crop: bool = False, chunk: int = 512
+) -> torch.Tensor:
+    """`fit_to_input` over a whole split, a chunk at a time (a float copy of 60,000 images at
+    224 px would need 12 GB)."""
+    if tuple(images.shape[-2:]) == tuple(resize_to) == tuple(pad_to):
+        return images
+    return torch.cat(
+        [fit_to_input(images[i : i + chunk], resize_to, pad_to, crop) for i in range(0, len(images), chunk)]
+    )

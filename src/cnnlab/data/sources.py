@@ -187,7 +187,12 @@ _CIFAR_BIN = "cifar-10-batches-bin"
 
 
 def _cifar_found(root: Path) -> bool:
-    return (root / _CIFAR_BIN / "data_batch_1.bin").is_file() or _split_folders(root) is not None
+    return _cifar_binary(root) or _split_folders(root) is not None
+
+
+def _cifar_binary(root: Path) -> bool:
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    return all((root / _CIFAR_BIN / name).is_file() for name in names)
 
 
 def _split_folders(root: Path) -> Path | None:
@@ -197,7 +202,7 @@ def _split_folders(root: Path) -> Path | None:
 
 
 def _load_cifar10(root: Path, cfg: DataConfig, image_size: int, console: Console | None) -> ArrayDataset:
-    if (root / _CIFAR_BIN / "data_batch_1.bin").is_file():
+    if _cifar_binary(root):
         # The binary distribution: plain bytes, 1 label + 3072 pixels per record. (The python
         # distribution is pickled, and cnnlab never unpickles files it is given.)
         def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +260,8 @@ def assign_splits(
     if (marks == "").all():
         marks[:] = "train"
     out = {name: np.flatnonzero(marks == name) for name in SPLITS}
+    if not len(out["train"]):
+        raise DataError("no training images: the folder has only " + ", ".join(n for n in SPLITS if len(out[n])))
     for name, fraction in (("test", cfg.test_fraction), ("val", cfg.val_fraction)):
         if len(out[name]):
             continue
@@ -284,12 +291,23 @@ def _finish(
             if groups is not None:
                 groups["train"] = groups["train"][idx]
     tensors = {
-        name: (_as_tensor(x), torch.from_numpy(np.asarray(y, dtype=np.int64))) for name, (x, y) in splits.items()
+        name: (_with_channels(_as_tensor(x), cfg.channels), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+        for name, (x, y) in splits.items()
     }
     for name, (_, y) in tensors.items():
         if len(y) == 0:
             raise DataError(f"{cfg.source}: the {name} split is empty")
     return ArrayDataset(source=cfg.source, classes=classes, splits=tensors, origin=origin, groups=groups)
+
+
+def _with_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """Grey <-> colour on request (`data.channels`), by the decoder's rules: luma or replication."""
+    if channels is None or channels == x.shape[1]:
+        return x
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (x.float() * luma).sum(dim=1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _as_tensor(x: Any) -> torch.Tensor:

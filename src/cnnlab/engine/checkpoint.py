@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cnnlab.errors import BundleError
-from cnnlab.fileio import atomic_write
+from cnnlab.fileio import TORCH_LOAD_ERRORS, atomic_write
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -23,5 +22,5 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         # weights_only: tensors and plain containers only; a crafted file cannot run code.
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+    except TORCH_LOAD_ERRORS as exc:
         raise BundleError(f"{path}: not a readable cnnlab checkpoint ({str(exc).splitlines()[0]})") from None

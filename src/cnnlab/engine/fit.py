@@ -96,8 +96,12 @@ def fit(
     if weights is not None:
         console.print("class weights: " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
     loss_fn = make_loss(binary, oc.label_smoothing, oc.loss, oc.focal_gamma, weights)
+    # Validation is scored with plain cross-entropy, like the test split and `cnnlab evaluate`,
+    # whatever the training objective (weights, focal, smoothing): one comparable number.
+    val_loss_fn = make_loss(binary)
 
     history: list[dict[str, Any]] = []
+    stop_reason, skip_stage = "completed", -1
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0
     best_state: dict[str, torch.Tensor] | None = None
     saved: dict[str, Any] | None = None
@@ -114,11 +118,10 @@ def fit(
             saved["bad_epochs"],
         )
         best_state = load_checkpoint(checkpoint_dir / "best.pt")["model"]
+        skip_stage, stop_reason = saved.get("skip_stage", -1), saved.get("stop_reason", "completed")
         console.print(f"resuming after epoch {start_epoch} of {len(plan)}")
 
-    stop_reason = "completed"
     stage: _Stage | None = None
-    skip_stage = -1
     for epoch in range(start_epoch, len(plan)):
         index, stage_epoch = plan[epoch]
         if index == skip_stage:
@@ -159,7 +162,16 @@ def fit(
             break
         train_seconds = stats.seconds + (stage.prep_seconds if stage_epoch == 0 else 0.0)
         lr = stage.optimizer.param_groups[0]["lr"]
-        evaluation = evaluate_epoch(stage.net, stage.val, loss_fn, binary=binary, precision=tc.precision)
+        evaluation = evaluate_epoch(stage.net, stage.val, val_loss_fn, binary=binary, precision=tc.precision)
+        if not math.isfinite(evaluation.loss):
+            if best_state is None:
+                raise CnnlabError(
+                    f"training diverged: validation loss became {evaluation.loss} in epoch {epoch + 1}; "
+                    f"lower the learning rate (optim.lr={oc.lr:g})"
+                )
+            stop_reason = f"non-finite validation loss in epoch {epoch + 1}; kept the weights of epoch {best_epoch}"
+            console.print(f"[red]stopped: {stop_reason}[/red]")
+            break
         stage.policy.end_epoch(evaluation.loss)
         row = {
             "stage": stage.cfg.name,
@@ -191,20 +203,25 @@ def fit(
             "best_val_loss": best_loss,
             "best_epoch": best_epoch,
             "bad_epochs": bad_epochs,
+            "stops_stage": tc.early_stopping is not None and bad_epochs >= tc.early_stopping,
+            "skip_stage": skip_stage,
+            "stop_reason": stop_reason,
             "config": cfg.to_dict(),
         }
+        if state["stops_stage"]:
+            stop_reason = (
+                f"early stopping in stage '{stage.cfg.name}': no better validation loss for {bad_epochs} epochs"
+            )
+            skip_stage = index
+            state.update(skip_stage=skip_stage, stop_reason=stop_reason)
         save_checkpoint(checkpoint_dir / "last.pt", state)
         if improved:
             save_checkpoint(checkpoint_dir / "best.pt", state)
         console.print(_epoch_line(row, len(plan), improved))
         if on_epoch is not None:
             on_epoch(history)
-        if tc.early_stopping is not None and bad_epochs >= tc.early_stopping:
-            stop_reason = (
-                f"early stopping in stage '{stage.cfg.name}': no better validation loss for {bad_epochs} epochs"
-            )
+        if state["stops_stage"]:
             console.print(stop_reason)
-            skip_stage = index
     if best_state is None:
         raise CnnlabError("no epoch was trained (train.epochs must be at least 1)")
     return FitResult(history, best_epoch, best_state, stop_reason)
@@ -246,7 +263,7 @@ def _start_stage(
             feats = trunk_features(model, _counting(train, advance, ordered=True), tc.precision)
             val_feats = trunk_features(model, _counting(val, advance, ordered=True), tc.precision)
         prep = time.perf_counter() - start
-        zero, one = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+        zero, one = torch.zeros(()), torch.ones(())  # features of any rank: identity "normalisation"
         train = TensorBatches(
             *feats, train.batch_size, zero, one, shuffle=True, seed=train.seed, balanced=train.balanced
         )
@@ -300,14 +317,24 @@ def _counting(batches: TensorBatches, advance: Callable[[int], None], ordered: b
         advance(len(y))
 
 
+# Settings that only say where files are or how they are fetched may differ on resume.
+_RESUME_FREE = {"data": {"data_dir", "download", "cache"}}
+
+
 def _check_resumable(state: dict[str, Any], cfg: Config) -> None:
-    saved = state.get("config", {})
+    saved, now = state.get("config", {}), cfg.to_dict()
     for section in ("data", "model"):
-        if saved.get(section) != cfg.to_dict()[section]:
+        free = _RESUME_FREE.get(section, set())
+        a = {k: v for k, v in saved.get(section, {}).items() if k not in free}
+        b = {k: v for k, v in now[section].items() if k not in free}
+        if a != b:
             raise BundleError(
                 f"cannot resume: the checkpoint was trained with a different '{section}' section; "
                 "start a new run (--out) or --overwrite"
             )
+    old_plan = [(st["name"], st["trainable"]) for st in saved.get("train", {}).get("stages", [])]
+    if old_plan != [(st.name, st.trainable) for st in cfg.train.stages]:
+        raise BundleError("cannot resume: the training stages changed; start a new run (--out) or --overwrite")
 
 
 def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:

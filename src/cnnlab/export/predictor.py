@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from cnnlab import bundle
-from cnnlab.data.decode import decode_image
-from cnnlab.data.preprocess import Preprocessing, fit_to_input, normalize, stats_tensors
+from cnnlab.data.preprocess import Preprocessing, image_to_input, normalize, stats_tensors
 from cnnlab.engine.losses import probabilities
+from cnnlab.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,10 @@ class Classifier:
     def preprocess(self, images: Any) -> torch.Tensor:
         """uint8 (N, C, H, W) network-ready pixels (before normalisation) for any accepted input."""
         prep = self.preprocessing
-        tensors = [
-            fit_to_input(
-                torch.from_numpy(np.ascontiguousarray(decode_image(im, prep.channels).transpose(2, 0, 1)))[None],
-                prep.resize_to,
-                prep.pad_to,
-                crop=prep.crop,
-            )
-            for im in _as_list(images)
-        ]
+        tensors = [image_to_input(im, prep.channels, prep.resize_to, prep.pad_to, prep.crop) for im in _as_list(images)]
         if not tensors:
             return torch.empty(0, prep.channels, *prep.pad_to, dtype=torch.uint8)
-        return torch.cat(tensors)
+        return torch.stack(tensors)
 
     @torch.inference_mode()
     def logits_from_pixels(self, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -84,10 +76,13 @@ class Classifier:
 
 
 def _as_list(images: Any) -> list[Any]:
-    """One image or many: a path, PIL image or array is one; an (N, H, W[, C]) array is many."""
-    if isinstance(images, str | Path | Image.Image | bytes):
+    """One image or many: a path, bytes, PIL image or HxW[xC] array is one; an (N, H, W[, C])
+    array or any other iterable is many."""
+    if isinstance(images, str | Path | Image.Image | bytes | bytearray | memoryview):
         return [images]
     if isinstance(images, np.ndarray):
+        if images.ndim == 3 and images.shape[0] in (1, 3, 4) and images.shape[2] not in (1, 3, 4):
+            raise DataError(f"array of shape {images.shape} looks channels-first; pass H x W x C images")
         if images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4)):
             return [images]
         return list(images)

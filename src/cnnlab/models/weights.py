@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from cnnlab.errors import ModelError
+from cnnlab.fileio import TORCH_LOAD_ERRORS
 from cnnlab.models.registry import ModelSpec
 
 IMAGENET_CLASSES = 1000
@@ -51,7 +51,7 @@ def read_state_file(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+    except TORCH_LOAD_ERRORS as exc:
         raise ModelError(f"{path}: not a readable weights file ({str(exc).splitlines()[0][:200]})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
