@@ -38,12 +38,12 @@ def test_head_top_and_all() -> None:
 
 
 def test_frozen_batchnorm_keeps_its_statistics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnlab.config import OptimConfig
     from cnnlab.data.loader import TensorBatches
     from cnnlab.data.preprocess import stats_tensors
     from cnnlab.engine.loop import train_one_epoch
     from cnnlab.engine.losses import make_loss
     from cnnlab.engine.schedule import make_optimizer
-    from cnnlab.config import OptimConfig
 
     model = create_model("resnet18", 2, 3, 32)
     plan = plan_stage(model, "top:1", 1e-2)
@@ -137,7 +137,9 @@ def test_auto_weights_fall_back_to_training_everything(tmp_path: Path, monkeypat
     resolved = resolve_auto_weights(cfg, console)
     assert resolved.model.weights == "none" and resolved.train.stages[0].trainable == "all"
     assert "not available offline" in console.export_text()
-    lite = load_config(None, values={"model.name": "efficientnet_lite0", "model.weights": "auto", "train.stages": stages})
+    lite = load_config(
+        None, values={"model.name": "efficientnet_lite0", "model.weights": "auto", "train.stages": stages}
+    )
     assert resolve_auto_weights(lite, console).model.weights == "imagenet"
 
 

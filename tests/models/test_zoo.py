@@ -89,7 +89,9 @@ def test_weights_file_round_trip_and_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, path)
     loaded = create_model("simple_cnn", 10, 1, 28, weights=str(path))
-    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
     with pytest.raises(ModelError, match=r"does not fit this model: 2 of another shape \(e\.g\. classifier\.bias"):
         create_model("simple_cnn", 5, 1, 28, weights=str(path))
     with pytest.raises(ModelError, match="missing"):
