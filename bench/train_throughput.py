@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.data.sources import locate
 from cnnlab.models import create_model
@@ -77,8 +78,9 @@ def tutorial_loop(raw_dir: Path, epochs: int) -> tuple[float, float]:
 def cnnlab_run(variant: str, epochs: int, out: Path) -> tuple[float, float]:
     cfg = load_config("lenet5-fashion-mnist", overrides=[f"train.epochs={epochs}", *VARIANTS[variant]])
     summary = train(cfg, out / variant, overwrite=True)
-    train_images = 54_000 * summary.epochs
-    return train_images / summary.train_seconds, summary.test_accuracy
+    rows = bundle.read_history(summary.run_dir / bundle.HISTORY)
+    seen = sum(r["images_per_second"] * r["train_seconds"] for r in rows)
+    return seen / summary.train_seconds, summary.test_accuracy
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console(highlight=False, soft_wrap=True)  # epoch lines stay one line in logs
+# Epoch lines stay one line in logs; tables get room when output is not a terminal (80 columns).
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output run directory (default: runs/<name>).")]
