@@ -10,6 +10,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -31,6 +33,17 @@ def plot_curves(history: Sequence[dict[str, Any]], diagnosis: Diagnosis, path: P
         ax.legend()
         if diagnosis.began_epoch is not None:
             ax.axvline(diagnosis.began_epoch - 0.5, color="#c0392b", ls="--", lw=1)
+        for prev, row in itertools.pairwise(history):  # where each transfer stage begins
+            if row["stage"] != prev["stage"]:
+                ax.axvline(int(row["epoch"]) - 0.5, color="#555555", ls=":", lw=1)
+                ax.text(
+                    int(row["epoch"]) - 0.4,
+                    0.02,
+                    str(row["stage"]),
+                    transform=ax.get_xaxis_transform(),
+                    fontsize=8,
+                    color="#555555",
+                )
     ax_loss.set_title("loss")
     ax_acc.set_title("accuracy")
     colour = _VERDICT_COLOURS.get(diagnosis.verdict, "#1e8449")
