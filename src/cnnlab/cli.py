@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
+from cnnlab.progress import progress_bar
 
 app = typer.Typer(
     name="cnnlab",
@@ -184,6 +185,109 @@ def compare(
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_comparison(rows, path, "runs compared")
     console.print(f"wrote {path}")
+
+
+@app.command(epilog="Example:  cnnlab export runs/lite0-xray --format onnx --embed-preprocessing")
+def export(
+    run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
+    format: Annotated[str, typer.Option("--format", help="onnx, torchscript or exported-program.")] = "onnx",
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--static-batch", help="Any batch size.")] = True,
+    embed_preprocessing: Annotated[
+        bool, typer.Option("--embed-preprocessing", help="Bake normalisation in: the model takes uint8 pixels.")
+    ] = False,
+    samples: Annotated[int, typer.Option(help="Test images for the parity check.")] = 256,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Export for fast inference, with the preprocessing contract and a parity check on test images."""
+    from cnnlab.export.onnx import FILENAMES, export_model
+
+    if format not in FILENAMES:
+        raise CnnlabError(f"--format must be one of {', '.join(FILENAMES)}, not '{format}'")
+    path, parity = export_model(
+        run, format, opset=opset, dynamic_batch=dynamic_batch, embed_preprocessing=embed_preprocessing,
+        samples=samples, data_dir=data_dir,
+    )  # fmt: skip
+    console.print(
+        f"parity on {parity.samples} test images: max |dp| {parity.max_abs_diff:.2e} (<= {parity.tolerance:.0e}), "
+        f"top-1 agreement {parity.top1_agreement:.2%}; {parity.seconds_reference:.2f} s torch vs "
+        f"{parity.seconds_exported:.2f} s exported"
+    )
+    console.print(f"wrote {path}, {path.parent / 'preprocess.json'} and {path.parent / 'parity.json'}")
+
+
+@app.command(
+    epilog="Examples:  cnnlab predict runs/lite0-flowers ../shared/data/flowers/test --backend onnx --format csv"
+    "  |  cnnlab predict runs/demo digit.png --topk 3 --explain"
+)
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    backend: Annotated[str, typer.Option(help="torch, compile or onnx (after `cnnlab export`).")] = "torch",
+    topk: Annotated[int, typer.Option(help="Classes to show per image.")] = 1,
+    format: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    explain: Annotated[bool, typer.Option("--explain", help="Write Grad-CAM overlays.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for --explain overlays.")] = None,
+) -> None:
+    """Predict image files; unreadable files are reported one by one and the rest still run."""
+    import csv
+    import json
+
+    from cnnlab.export.predictor import expand_inputs, load, predict_files
+
+    if format not in ("table", "json", "csv"):
+        raise CnnlabError(f"--format must be table, json or csv, not '{format}'")
+    clf = load(run, backend)
+    files = expand_inputs(paths)
+    if not files:
+        raise CnnlabError("no image files found in " + ", ".join(paths))
+    with progress_bar(err, "predicting", len(files)) as advance:
+        results, timing = predict_files(clf, files, advance=advance)
+    k = max(1, min(topk, len(clf.classes)))
+    rows = []
+    for r in results:
+        top = sorted(r.prediction.probs.items(), key=lambda kv: -kv[1])[:k] if r.prediction else []
+        rows.append({"file": r.path, "label": r.prediction.label if r.prediction else "", "confidence":
+                     r.prediction.confidence if r.prediction else None, "top": top, "error": r.error})  # fmt: skip
+    if format == "json":
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    elif format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "label", "confidence", "top", "error"])
+        for row in rows:
+            top = ";".join(f"{c}:{p:.4f}" for c, p in row["top"])
+            conf = "" if row["confidence"] is None else f"{row['confidence']:.6f}"
+            writer.writerow([row["file"], row["label"], conf, top, row["error"]])
+    else:
+        table = Table("file", "prediction", "confidence", *(["top"] if k > 1 else []), "error")
+        for row in rows:
+            conf = "" if row["confidence"] is None else f"{row['confidence']:.4f}"
+            top = [", ".join(f"{c} {p:.3f}" for c, p in row["top"])] if k > 1 else []
+            table.add_row(row["file"], row["label"], conf, *top, f"[red]{row['error']}[/red]" if row["error"] else "")
+        console.print(table)
+    failed = sum(1 for r in results if r.error)
+    share = timing.model_seconds / timing.total_seconds if timing.total_seconds else 0.0
+    err.print(
+        f"{len(results) - failed} predicted, {failed} unreadable; {timing.total_seconds:.2f} s: model {share:.0%}, "
+        f"decoding {timing.decode_seconds / max(timing.total_seconds, 1e-9):.0%} ({backend} backend)"
+    )
+    if explain:
+        _write_overlays(clf, [r for r in results if r.prediction], out or run / "explain" / "predict")
+
+
+def _write_overlays(clf: Any, results: list[Any], folder: Path) -> None:
+    from PIL import Image
+
+    from cnnlab.data.decode import decode_image
+    from cnnlab.explain.cam import overlay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        image = decode_image(r.path, 3)
+        heat = clf.explain(r.path, class_index=r.prediction.index)
+        target = folder / f"{Path(r.path).stem}.{r.prediction.label}.png"
+        Image.fromarray(overlay(image, heat)).save(target)
+    err.print(f"wrote {len(results)} Grad-CAM overlays to {folder}")
 
 
 @app.command(epilog="Example:  cnnlab models")

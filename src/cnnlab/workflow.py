@@ -282,24 +282,28 @@ def evaluate(
     """Score a bundle on one split of the data it was trained on; writes `eval/` in the bundle."""
     run_dir = Path(run_dir)
     clf = load(run_dir)
+    data = bundle_data(run_dir, clf, data_dir)
+    if split not in data.splits:
+        raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
+    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval")
+
+
+def bundle_data(run_dir: Path, clf: Classifier, data_dir: str | None = None) -> ArrayDataset:
+    """The data a bundle was trained on, as the model saw it (its channels and input size), from
+    `data_dir` when given (another folder for folder sources)."""
     cfg = load_config(str(run_dir / bundle.CONFIG))
-    # The data as the model saw it: its channels, and the folder given now if any.
     data_cfg = replace(cfg.data, channels=clf.preprocessing.channels)
     if data_dir is not None:
         if data_cfg.source.startswith(FOLDER_PREFIX):
             data_cfg = replace(data_cfg, source=f"{FOLDER_PREFIX}{Path(data_dir).expanduser().resolve()}")
         else:
             data_cfg = replace(data_cfg, data_dir=data_dir)
-    data = load_source(data_cfg, clf.preprocessing.pad_to[0])
-    if split not in data.splits:
-        raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
-    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval")
+    return load_source(data_cfg, clf.preprocessing.pad_to[0])
 
 
 def evaluate_arrays(clf: Classifier, data: ArrayDataset, split: str, out_dir: Path) -> EvalSummary:
-    prep = clf.preprocessing
     x, y = data.splits[split]
-    pixels = x if data.fitted_crop is not None else fit_all(x, prep.resize_to, prep.pad_to, prep.crop)
+    pixels = clf.fit_pixels(x, already_fitted=data.fitted_crop is not None)
     start = time.perf_counter()
     logits = clf.logits_from_pixels(pixels)
     seconds = time.perf_counter() - start

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from cnnlab import bundle
-from cnnlab.data.preprocess import Preprocessing, image_to_input, normalize, stats_tensors
+from cnnlab.data.decode import decode_image
+from cnnlab.data.preprocess import Preprocessing, fit_all, image_to_input, normalize, stats_tensors
 from cnnlab.engine.losses import probabilities
 from cnnlab.errors import DataError
 
@@ -25,8 +26,17 @@ class Prediction:
     probs: dict[str, float]
 
 
+BACKENDS = ("torch", "compile", "onnx")
+
+
 class Classifier:
-    def __init__(self, model: torch.nn.Module, card: dict[str, Any], run_dir: Path | None = None) -> None:
+    """A bundle's model behind one interface, run by torch eager, `torch.compile` or ONNX Runtime.
+
+    Every backend gets the same pixels and applies the card's temperature the same way."""
+
+    def __init__(
+        self, model: torch.nn.Module, card: dict[str, Any], run_dir: Path | None = None, backend: str = "torch"
+    ) -> None:
         self.model = model.eval()
         self.card = card
         self.run_dir = run_dir
@@ -35,6 +45,25 @@ class Classifier:
         self.temperature = float(card.get("temperature") or 1.0)
         self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
         self._mean, self._std = stats_tensors(self.preprocessing.mean, self.preprocessing.std)
+        if backend not in BACKENDS:
+            raise DataError(f"backend must be one of {', '.join(BACKENDS)}, not '{backend}'")
+        self.backend = backend
+        self._embedded = False
+        self._run: Any = None
+        if backend == "compile":
+            self._run = torch.compile(self.model)
+        elif backend == "onnx":
+            self._run, self._embedded = _onnx_runner(run_dir, card)
+
+    def normalized(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(pixels, self._mean, self._std)
+
+    def fit_pixels(self, images: torch.Tensor, already_fitted: bool = False) -> torch.Tensor:
+        """uint8 (N, C, H, W) data-set images fitted to the network input as the card says."""
+        if already_fitted:
+            return images
+        prep = self.preprocessing
+        return fit_all(images, prep.resize_to, prep.pad_to, prep.crop)
 
     def preprocess(self, images: Any) -> torch.Tensor:
         """uint8 (N, C, H, W) network-ready pixels (before normalisation) for any accepted input."""
@@ -46,12 +75,15 @@ class Classifier:
 
     @torch.inference_mode()
     def logits_from_pixels(self, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        outs = [
-            self.model(normalize(pixels[i : i + batch_size], self._mean, self._std)).float()
-            for i in range(0, len(pixels), batch_size)
-        ]
+        outs = [self._logits(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
         width = 1 if self.binary else len(self.classes)
         return torch.cat(outs) if outs else torch.empty(0, width)
+
+    def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.backend == "onnx":
+            return self._run(pixels if self._embedded else self.normalized(pixels)).float()
+        net = self._run if self.backend == "compile" else self.model
+        return net(self.normalized(pixels)).float()
 
     def proba_from_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         return probabilities(self.logits_from_pixels(pixels), self.binary, self.temperature).numpy()
@@ -61,18 +93,103 @@ class Classifier:
         return self.proba_from_pixels(self.preprocess(images))
 
     def predict(self, images: Any) -> list[Prediction]:
-        results = []
-        for row in self.predict_proba(images):
-            index = int(row.argmax())
-            results.append(
-                Prediction(
-                    label=self.classes[index],
-                    index=index,
-                    confidence=float(row[index]),
-                    probs={c: float(p) for c, p in zip(self.classes, row, strict=True)},
+        return [_prediction(self.classes, row) for row in self.predict_proba(images)]
+
+    def explain(self, image: Any, method: str = "gradcam", class_index: int | None = None) -> np.ndarray:
+        """Grad-CAM heat map in [0, 1] with the decoded image's height and width (for the
+        predicted class unless `class_index` is given)."""
+        from cnnlab.explain.cam import gradcam
+
+        if method != "gradcam":
+            raise DataError(f"explain method '{method}' is not available; use gradcam")
+        prep = self.preprocessing
+        pixels = image_to_input(image, prep.channels, prep.resize_to, prep.pad_to, prep.crop)[None]
+        if class_index is None:
+            class_index = int(self.proba_from_pixels(pixels)[0].argmax())
+        heat = gradcam(self.model, self.card["cam_layer"], self.normalized(pixels), class_index)
+        return _heat_on_image(heat, decode_image(image, prep.channels).shape[:2], prep)
+
+
+@dataclass
+class FileResult:
+    path: str
+    prediction: Prediction | None
+    error: str = ""
+
+
+@dataclass
+class PredictTiming:
+    decode_seconds: float = 0.0
+    model_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+
+
+def expand_inputs(items: Iterable[str]) -> list[Path]:
+    """Files as given, folders searched for image files (recursively, hidden ones skipped), globs."""
+    import glob
+
+    paths: list[Path] = []
+    for item in items:
+        matches = sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [item]
+        for match in matches:
+            p = Path(match)
+            if p.is_dir():
+                paths += sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file()
+                    and f.suffix.lower() in IMAGE_SUFFIXES
+                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 )
-            )
-        return results
+            else:
+                paths.append(p)
+    return paths
+
+
+def predict_files(
+    clf: Classifier, paths: list[Path], batch_size: int = 64, advance: Any = None
+) -> tuple[list[FileResult], PredictTiming]:
+    """Predict every file; an unreadable one gets its reason and the others still run."""
+    import time
+
+    timing = PredictTiming()
+    results: list[FileResult] = []
+    prep = clf.preprocessing
+    start_all = time.perf_counter()
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        t0 = time.perf_counter()
+        good: list[tuple[int, torch.Tensor]] = []
+        row: list[FileResult] = []
+        for i, path in enumerate(chunk):
+            try:
+                good.append((i, image_to_input(path, prep.channels, prep.resize_to, prep.pad_to, prep.crop)))
+                row.append(FileResult(str(path), None))
+            except DataError as exc:
+                row.append(FileResult(str(path), None, str(exc).removeprefix(f"{path}: ")))
+        t1 = time.perf_counter()
+        if good:
+            proba = clf.proba_from_pixels(torch.stack([t for _, t in good]))
+            for (i, _), p in zip(good, proba, strict=True):
+                row[i].prediction = _prediction(clf.classes, p)
+        t2 = time.perf_counter()
+        timing.decode_seconds += t1 - t0
+        timing.model_seconds += t2 - t1
+        results += row
+        if advance is not None:
+            advance(len(chunk))
+    timing.total_seconds = time.perf_counter() - start_all
+    return results, timing
+
+
+def _prediction(classes: list[str], row: np.ndarray) -> Prediction:
+    index = int(row.argmax())
+    return Prediction(
+        classes[index], index, float(row[index]), {c: float(p) for c, p in zip(classes, row, strict=True)}
+    )
 
 
 def _as_list(images: Any) -> list[Any]:
@@ -91,8 +208,51 @@ def _as_list(images: Any) -> list[Any]:
     return [images]
 
 
-def load(run_dir: str | Path) -> Classifier:
-    """The bundle at `run_dir` as a Classifier, built from its model card alone."""
+def load(run_dir: str | Path, backend: str = "torch") -> Classifier:
+    """The bundle at `run_dir` as a Classifier, built from its model card alone.
+
+    `backend`: torch (eager), compile (`torch.compile`), or onnx (ONNX Runtime on the bundle's
+    `cnnlab export` output, refused unless its parity check passed for these exact weights)."""
     run_dir = Path(run_dir)
     card = bundle.read_card(run_dir)
-    return Classifier(bundle.load_model(run_dir, card), card, run_dir)
+    return Classifier(bundle.load_model(run_dir, card), card, run_dir, backend)
+
+
+def _heat_on_image(heat: np.ndarray, shape: tuple[int, int], prep: Preprocessing) -> np.ndarray:
+    """Undo pad, resize and crop: the network-input heat map laid over the original image."""
+    import torch.nn.functional as F
+
+    (ph, pw), (rh, rw) = prep.pad_to, prep.resize_to
+    top, left = (ph - rh) // 2, (pw - rw) // 2
+    inner = torch.from_numpy(heat[top : top + rh, left : left + rw].copy())[None, None]
+    h, w = shape
+    if prep.crop:  # the centred window of the resize target's aspect, as center_crop_to_aspect took it
+        aspect = rw / rh
+        ch, cw = (h, max(1, round(h * aspect))) if w > h * aspect else (max(1, round(w / aspect)), w)
+    else:
+        ch, cw = h, w
+    window = F.interpolate(inner, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0].numpy()
+    out = np.zeros((h, w), dtype=np.float32)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    out[y0 : y0 + ch, x0 : x0 + cw] = window
+    return out
+
+
+def _onnx_runner(run_dir: Path | None, card: dict[str, Any]) -> tuple[Any, bool]:
+    import json
+
+    from cnnlab.errors import BundleError
+    from cnnlab.export.onnx import make_runner
+
+    folder = (run_dir or Path(".")) / "export"
+    try:
+        contract = json.loads((folder / "preprocess.json").read_text())
+        parity = json.loads((folder / "parity.json").read_text())
+    except (OSError, ValueError):
+        raise BundleError(f"no ONNX export in {folder}; run `cnnlab export {run_dir}` first") from None
+    if contract.get("format") != "onnx" or not parity.get("passed"):
+        raise BundleError(f"{folder} holds no ONNX export that passed its parity check; run `cnnlab export {run_dir}`")
+    if contract.get("weights_sha256") != card["weights_sha256"]:
+        raise BundleError(f"{folder}/model.onnx was exported from other weights; run `cnnlab export {run_dir}` again")
+    embedded = bool(contract["input"]["normalised_in_graph"])
+    return make_runner(folder / contract["file"], "onnx", embedded), embedded
