@@ -248,7 +248,8 @@ def predict(
     for r in results:
         top = sorted(r.prediction.probs.items(), key=lambda kv: -kv[1])[:k] if r.prediction else []
         rows.append({"file": r.path, "label": r.prediction.label if r.prediction else "", "confidence":
-                     r.prediction.confidence if r.prediction else None, "top": top, "error": r.error})  # fmt: skip
+                     r.prediction.confidence if r.prediction else None, "top": top, "error": r.error,
+                     "decision": r.prediction.decision if r.prediction else None})  # fmt: skip
     if format == "json":
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
     elif format == "csv":

@@ -196,3 +196,21 @@ def test_explain_heatmap_has_the_image_size(trained_bundle: Path) -> None:
     wide = np.zeros((40, 90), np.uint8)
     wide[10:30, 30:60] = 255
     assert clf.explain(wide).shape == (40, 90)
+
+
+def test_temperature_and_operating_point_apply_in_every_backend(exported: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    card = json.loads((run / "model.json").read_text())
+    card["temperature"] = 2.0
+    card["threshold"] = {"positive": ["7", "9"], "value": 0.3}
+    (run / "model.json").write_text(json.dumps(card))
+    digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    plain = cnnlab.load(exported).predict_proba(digits)
+    for backend in ("torch", "onnx"):
+        clf = cnnlab.load(run, backend=backend)
+        probs = clf.predict_proba(digits)
+        assert np.abs(probs - plain).max() > 1e-3  # softer with T=2 ...
+        assert np.array_equal(probs.argmax(1), plain.argmax(1))  # ... same ranking
+        for p, row in zip(clf.predict(digits), probs, strict=True):
+            assert p.decision == ("positive" if row[7] + row[9] >= 0.3 else "negative")

@@ -24,6 +24,17 @@ class Prediction:
     index: int
     confidence: float
     probs: dict[str, float]
+    decision: str | None = None
+    """With an operating point in the card: `positive` when the probability of its positive
+    classes reaches its threshold, else `negative`."""
+
+
+def operating_decision(threshold: dict[str, Any] | None, classes: list[str], row: np.ndarray) -> str | None:
+    """The card's operating point, `{"positive": [class, ...], "value": t}`, applied to one row."""
+    if not threshold:
+        return None
+    score = sum(float(row[classes.index(c)]) for c in threshold["positive"])
+    return "positive" if score >= float(threshold["value"]) else "negative"
 
 
 BACKENDS = ("torch", "compile", "onnx")
@@ -93,7 +104,7 @@ class Classifier:
         return self.proba_from_pixels(self.preprocess(images))
 
     def predict(self, images: Any) -> list[Prediction]:
-        return [_prediction(self.classes, row) for row in self.predict_proba(images)]
+        return [_prediction(self.classes, row, self.card.get("threshold")) for row in self.predict_proba(images)]
 
     def explain(self, image: Any, method: str = "gradcam", class_index: int | None = None) -> np.ndarray:
         """Grad-CAM heat map in [0, 1] with the decoded image's height and width (for the
@@ -174,7 +185,7 @@ def predict_files(
         if good:
             proba = clf.proba_from_pixels(torch.stack([t for _, t in good]))
             for (i, _), p in zip(good, proba, strict=True):
-                row[i].prediction = _prediction(clf.classes, p)
+                row[i].prediction = _prediction(clf.classes, p, clf.card.get("threshold"))
         t2 = time.perf_counter()
         timing.decode_seconds += t1 - t0
         timing.model_seconds += t2 - t1
@@ -185,11 +196,10 @@ def predict_files(
     return results, timing
 
 
-def _prediction(classes: list[str], row: np.ndarray) -> Prediction:
+def _prediction(classes: list[str], row: np.ndarray, threshold: dict[str, Any] | None = None) -> Prediction:
     index = int(row.argmax())
-    return Prediction(
-        classes[index], index, float(row[index]), {c: float(p) for c, p in zip(classes, row, strict=True)}
-    )
+    probs = {c: float(p) for c, p in zip(classes, row, strict=True)}
+    return Prediction(classes[index], index, float(row[index]), probs, operating_decision(threshold, classes, row))
 
 
 def _as_list(images: Any) -> list[Any]:
