@@ -35,3 +35,21 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "run"
     train(tiny_config(**{"train.epochs": 3, "data.limit_train": 1500}), out)
     return out
+
+
+def train_killed_after(cfg: Config, out: Path, epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run `cfg` into `out` as if the process were killed right after epoch `epochs` was saved."""
+    from cnnlab import bundle
+    from cnnlab.workflow import train
+
+    real = bundle.write_history
+
+    def die(path: Path, rows: list, fields: tuple) -> None:
+        real(path, rows, fields)
+        if len(rows) == epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle, "write_history", die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out)
+    monkeypatch.setattr(bundle, "write_history", real)

@@ -12,7 +12,7 @@ from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.errors import BundleError, ConfigError, DataError
 from cnnlab.workflow import train
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, train_killed_after
 from tests.data.folders import make_folder
 
 
@@ -47,17 +47,7 @@ def test_early_stopping_survives_resume(tmp_path: Path, monkeypatch: pytest.Monk
     cfg = tiny_config(**{"train.stages": stages, "train.early_stopping": 1})
     straight = train(cfg, tmp_path / "a")
     assert [s["epochs"] for s in straight.stages] == [2, 2]  # lr 0: stage 1 stops after epoch 2
-    real = bundle.write_history
-
-    def die(path, rows, fields):
-        real(path, rows, fields)
-        if len(rows) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(bundle, "write_history", die)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b")
-    monkeypatch.setattr(bundle, "write_history", real)
+    train_killed_after(cfg, tmp_path / "b", 2, monkeypatch)  # killed after epoch 2 was saved
     resumed = train(cfg, tmp_path / "b", resume=True)
     assert [s["epochs"] for s in resumed.stages] == [2, 2]
     assert resumed.test_accuracy == straight.test_accuracy

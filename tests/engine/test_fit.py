@@ -15,7 +15,7 @@ from cnnlab.engine.loop import NonFiniteLoss, train_one_epoch
 from cnnlab.engine.losses import make_loss, probabilities
 from cnnlab.errors import BundleError, CnnlabError
 from cnnlab.workflow import train
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, train_killed_after
 
 
 def test_same_seed_same_run(tmp_path: Path) -> None:
@@ -34,17 +34,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
     cfg = tiny_config(**{"train.epochs": 3})
     straight = train(cfg, tmp_path / "straight")
 
-    real_write = bundle.write_history
-
-    def die_after_two(path: Path, rows: list, fields: tuple) -> None:
-        real_write(path, rows, fields)
-        if len(rows) == 2:
-            raise KeyboardInterrupt  # as if killed mid-run, after epoch 2's checkpoint
-
-    monkeypatch.setattr(bundle, "write_history", die_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut")
-    monkeypatch.setattr(bundle, "write_history", real_write)
+    train_killed_after(cfg, tmp_path / "cut", 2, monkeypatch)  # killed after epoch 2 was saved
     assert not (tmp_path / "cut" / bundle.CARD).exists()
     with pytest.raises(BundleError, match="unfinished run"):
         bundle.read_card(tmp_path / "cut")

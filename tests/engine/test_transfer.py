@@ -97,7 +97,7 @@ def test_two_stage_run_with_cached_features(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_resume_between_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import tiny_config
+    from tests.conftest import tiny_config, train_killed_after
 
     stages = [
         {"name": "head", "trainable": "head", "epochs": 1, "lr": 1e-3},
@@ -105,17 +105,7 @@ def test_resume_between_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     ]
     cfg = tiny_config(**{"train.stages": stages})
     straight = train(cfg, tmp_path / "a")
-    real = bundle.write_history
-
-    def die(path, rows, fields):
-        real(path, rows, fields)
-        if len(rows) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(bundle, "write_history", die)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b")
-    monkeypatch.setattr(bundle, "write_history", real)
+    train_killed_after(cfg, tmp_path / "b", 2, monkeypatch)  # killed after epoch 2 was saved
     resumed = train(cfg, tmp_path / "b", resume=True)
     assert resumed.test_accuracy == straight.test_accuracy
     assert [s["epochs"] for s in resumed.stages] == [1, 2]

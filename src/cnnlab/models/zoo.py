@@ -142,28 +142,25 @@ def alexnet(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     return adapt_input_channels(net, in_chans)
 
 
-@_register_tv("vgg16", "net.features.28", "VGG16 (Simonyan & Zisserman 2014): 13 conv 3x3 + 3 dense", 32)
-def vgg16(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+def _vgg(builder: Callable[..., nn.Module], num_classes: int, in_chans: int) -> nn.Module:
     net = TorchvisionNet(
-        tvm.vgg16(weights=None, num_classes=num_classes),
+        builder(weights=None, num_classes=num_classes),
         ["features"],
         _pool_flatten_classifier,
         "classifier.6",
         _split_at_pools,
     )
     return adapt_input_channels(net, in_chans)
+
+
+@_register_tv("vgg16", "net.features.28", "VGG16 (Simonyan & Zisserman 2014): 13 conv 3x3 + 3 dense", 32)
+def vgg16(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    return _vgg(tvm.vgg16, num_classes, in_chans)
 
 
 @_register_tv("vgg16_bn", "net.features.40", "VGG16 with batch normalisation, torchvision", 32)
 def vgg16_bn(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
-    net = TorchvisionNet(
-        tvm.vgg16_bn(weights=None, num_classes=num_classes),
-        ["features"],
-        _pool_flatten_classifier,
-        "classifier.6",
-        _split_at_pools,
-    )
-    return adapt_input_channels(net, in_chans)
+    return _vgg(tvm.vgg16_bn, num_classes, in_chans)
 
 
 _INCEPTION_TRUNK = [
