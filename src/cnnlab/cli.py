@@ -442,7 +442,9 @@ def _print_summary(summary: Any) -> None:
         console.print(f"stopped: {summary.stop_reason}")
     console.print(f"run: {summary.run_dir}")
     console.print("next:")
-    console.print(f"  cnnlab evaluate {summary.run_dir}")
+    console.print(f"  cnnlab evaluate {summary.run_dir}                 # per-class accuracy, confusion matrix")
+    console.print(f"  cnnlab predict {summary.run_dir} IMAGE... --explain   # predictions and Grad-CAM overlays")
+    console.print(f"  cnnlab export {summary.run_dir}                   # ONNX with a parity check")
     console.print(f"  open {summary.run_dir / 'curves.png'}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import unicodedata
 from collections import Counter, defaultdict
@@ -104,31 +103,6 @@ class Manifest:
 
     def cross_split_duplicates(self) -> list[list[Entry]]:
         return [g for g in self.duplicates() if len({e.split for e in g}) > 1]
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": MANIFEST_VERSION,
-                "root": str(self.root),
-                "classes": self.classes,
-                "entries": [asdict(e) for e in self.entries],
-                "ignored": self.ignored,
-                "notes": self.notes,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        if data.get("version") != MANIFEST_VERSION:
-            raise ValueError("old manifest version")
-        return cls(
-            root=Path(data["root"]),
-            classes=list(data["classes"]),
-            entries=[Entry(**e) for e in data["entries"]],
-            ignored=[tuple(i) for i in data["ignored"]],
-            notes=list(data["notes"]),
-        )
 
     def to_csv(self) -> str:
         buf = io.StringIO()

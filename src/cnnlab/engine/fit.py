@@ -260,8 +260,8 @@ def _start_stage(
         # trunk once over the data and train the head on its output.
         start = time.perf_counter()
         with progress_bar(console, "computing frozen features", train.num_samples + val.num_samples) as advance:
-            feats = trunk_features(model, _counting(train, advance, ordered=True), tc.precision)
-            val_feats = trunk_features(model, _counting(val, advance, ordered=True), tc.precision)
+            feats = trunk_features(model, _in_order(train, advance), tc.precision)
+            val_feats = trunk_features(model, _in_order(val, advance), tc.precision)
         prep = time.perf_counter() - start
         zero, one = torch.zeros(()), torch.ones(())  # features of any rank: identity "normalisation"
         train = TensorBatches(
@@ -298,20 +298,9 @@ def loader_copy(batches: TensorBatches, **changes: Any) -> TensorBatches:
     return clone
 
 
-def _counting(batches: TensorBatches, advance: Callable[[int], None], ordered: bool):
-    """Iterate a loader in a fixed order (features must line up with labels), reporting progress."""
-    source = (
-        TensorBatches(
-            batches.images,
-            batches.labels,
-            batches.batch_size,
-            batches.mean,
-            batches.std,
-            channels_last=batches.channels_last,
-        )
-        if ordered
-        else batches
-    )
+def _in_order(batches: TensorBatches, advance: Callable[[int], None]):
+    """Every sample once, in order and unaugmented (features must line up with labels), with progress."""
+    source = loader_copy(batches, shuffle=False, balanced=False, augment=None, mix=None)
     for x, y in source:
         yield x, y
         advance(len(y))

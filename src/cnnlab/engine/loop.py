@@ -25,7 +25,6 @@ class EpochStats:
     accuracy: float
     images: int
     seconds: float
-    logits: torch.Tensor | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -99,13 +98,11 @@ def evaluate_epoch(
     *,
     binary: bool,
     precision: str = "fp32",
-    keep_logits: bool = False,
 ) -> EpochStats:
     model.eval()
     total_loss = 0.0
     correct = 0
     seen = 0
-    kept = []
     start = time.perf_counter()
     for x, y in batches:
         with autocast(precision):
@@ -114,13 +111,5 @@ def evaluate_epoch(
         total_loss += float(loss_fn(logits, y)) * len(y)
         correct += int((predicted_index(logits, binary) == y).sum())
         seen += len(y)
-        if keep_logits:
-            kept.append(logits)
     seconds = time.perf_counter() - start
-    return EpochStats(
-        total_loss / max(seen, 1),
-        correct / max(seen, 1),
-        seen,
-        seconds,
-        torch.cat(kept) if kept else None,
-    )
+    return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen, seconds)

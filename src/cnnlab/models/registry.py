@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import nn
@@ -38,12 +37,6 @@ class ModelSpec:
     pretrained: str | None = None
     """Where `weights: imagenet` comes from: torchvision, lite0-package, timm; None: no such weights.
     `mean`/`std` are the normalisation those weights expect."""
-
-
-class ContractModel(Protocol):
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor: ...
-    def reset_classifier(self, num_classes: int) -> None: ...
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -173,7 +166,6 @@ def create_model(
 
 def find_cam_layer(model: nn.Module, in_chans: int, size: int) -> str:
     """The last convolution (in execution order) whose output still has a spatial extent."""
-    import torch
 
     order: list[tuple[str, tuple[int, ...]]] = []
     hooks = [
