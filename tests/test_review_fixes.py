@@ -124,3 +124,20 @@ def test_out_pointing_at_a_file(tmp_path: Path) -> None:
 
 def test_bundle_files_are_group_readable(trained_bundle: Path) -> None:
     assert (trained_bundle / bundle.CARD).stat().st_mode & 0o044
+
+
+def test_grouped_data_with_no_validation_share_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnnlab.config import DataConfig
+    from cnnlab.data.sources import load_source
+    from tests.data.folders import write_metadata
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = make_folder(tmp_path / "d", {"a": 10, "b": 10})
+    files = sorted(root.rglob("*.png"))
+    write_metadata(
+        root, [{"file": f.relative_to(root).as_posix(), "patient_id": f"p{i // 2}"} for i, f in enumerate(files)]
+    )
+    with pytest.raises(DataError, match="the val split is empty"):
+        load_source(DataConfig(source=f"folder:{root}", val_fraction=0.0), 16)

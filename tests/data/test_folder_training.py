@@ -35,7 +35,6 @@ def test_crop_preprocessing_is_the_same_at_serving(tmp_path: Path, monkeypatch: 
     assert result.data_matches
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "chest-xray").is_dir(), reason="needs ../shared/data/chest-xray")
 def test_chest_xray_inspect_acceptance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cnnlab.config import DataConfig
     from cnnlab.data.inspect import inspect_source

@@ -52,7 +52,9 @@ def grouped_holdout(
 
 
 def holdout(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Grouped when groups are given, stratified otherwise."""
+    """Grouped when groups are given, stratified otherwise; fraction 0 holds out nothing."""
+    if fraction == 0:
+        return np.arange(len(labels)), np.arange(0)
     if groups is not None:
         return grouped_holdout(labels, groups, fraction, seed)
     return stratified_holdout(labels, fraction, seed)
