@@ -181,7 +181,7 @@ def recipe_path(name_or_path: str) -> Path:
         return path
     packaged = resources.files("cnnlab") / "recipes" / f"{name_or_path}.yaml"
     if not packaged.is_file():
-        hint = _did_you_mean(name_or_path, recipe_names())
+        hint = did_you_mean(name_or_path, recipe_names())
         raise ConfigError(f"unknown recipe '{name_or_path}'{hint}; known: {', '.join(recipe_names())}")
     return Path(str(packaged))
 
@@ -256,7 +256,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            hint = _did_you_mean(str(key), names)
+            hint = did_you_mean(str(key), names)
             raise ConfigError(f"unknown key '{prefix}{key}'{hint}")
     kwargs = {}
     for name in names:
@@ -371,9 +371,10 @@ def _type_name(kind: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, str(kind))
 
 
-def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
+def did_you_mean(word: str, options: typing.Iterable[str], prefix: str = "") -> str:
+    """` (did you mean 'X'?)` for the closest option, or nothing."""
     close = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 def _first_line(exc: Exception) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnlab.config import did_you_mean
 from cnnlab.errors import ModelError
 
 _NAME = re.compile(r"^[a-z0-9_]+$")
@@ -95,10 +96,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, _REGISTRY)
         raise ModelError(f"unknown model '{name}'{hint}; `cnnlab models` lists them") from None
 
 
@@ -106,10 +104,7 @@ def _timm_spec(timm_name: str) -> ModelSpec:
     import timm
 
     if not timm.is_model(timm_name):
-        import difflib
-
-        close = difflib.get_close_matches(timm_name, timm.list_models(), n=1)
-        hint = f" (did you mean 'timm:{close[0]}'?)" if close else ""
+        hint = did_you_mean(timm_name, timm.list_models(), prefix=TIMM_PREFIX)
         raise ModelError(f"unknown timm model '{timm_name}'{hint}")
     cfg = timm.get_pretrained_cfg(timm_name)
     size = int(cfg.input_size[-1]) if cfg is not None else 224

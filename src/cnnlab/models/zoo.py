@@ -132,17 +132,11 @@ def _register_tv(name: str, cam_layer: str, description: str, min_size: int, inp
 
 @_register_tv("alexnet", "net.features.10", "AlexNet (Krizhevsky et al. 2012), torchvision", 63)
 def alexnet(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
-    net = TorchvisionNet(
-        tvm.alexnet(weights=None, num_classes=num_classes),
-        ["features"],
-        _pool_flatten_classifier,
-        "classifier.6",
-        _split_at_pools,
-    )
-    return adapt_input_channels(net, in_chans)
+    return _vgg(tvm.alexnet, num_classes, in_chans)
 
 
 def _vgg(builder: Callable[..., nn.Module], num_classes: int, in_chans: int) -> nn.Module:
+    """AlexNet and the VGGs: `features`, adaptive pooling, a 7-layer `classifier` ending in index 6."""
     net = TorchvisionNet(
         builder(weights=None, num_classes=num_classes),
         ["features"],
