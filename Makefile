@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cnnlab-installed
 # torch comes from this machine type's local wheel cache; elsewhere pip fetches it.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-# Debian packages the test suite reads: the full Fashion-MNIST as IDX files.
-APT_PACKAGES := dataset-fashion-mnist
-APT_STAMP := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# Debian packages the test suite reads: the full Fashion-MNIST as IDX files, and Chromium for the
+# tests that render reports and pages in a real browser.
+APT_PACKAGES := dataset-fashion-mnist chromium
+APT_STAMPS := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz /usr/bin/chromium
 
 .PHONY: demo test lint bench system-deps clean
 
@@ -36,7 +37,7 @@ $(STAMP): pyproject.toml
 
 # Installs the Debian packages only when they are missing (needs root, as on CI).
 system-deps:
-	@if [ ! -f $(APT_STAMP) ]; then \
+	@if ! ls $(APT_STAMPS) >/dev/null 2>&1; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

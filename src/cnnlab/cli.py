@@ -105,32 +105,155 @@ def train(
     _print_summary(summary)
 
 
-@app.command(epilog="Example:  cnnlab evaluate runs/demo --split test")
+@app.command(
+    epilog="Examples:  cnnlab evaluate runs/lite0-xray  |  cnnlab evaluate runs/demo --split val --bootstrap 0"
+)
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     data_dir: DataDirOpt = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: RUN/eval).")] = None,
 ) -> None:
-    """Accuracy, per-class accuracy and the confusion matrix of a bundle on one split."""
+    """Clinical metrics with 95% intervals, calibration, the operating point and a self-contained report.
+
+    Writes metrics.json, report.md and report.html (figures embedded, opens offline) with the
+    confusion matrices, per-class sensitivity/specificity/PPV/NPV/F1, ROC and PR curves, the
+    reliability diagram and the most confidently wrong images."""
+    from cnnlab.evaluation.report import fmt, with_interval
     from cnnlab.workflow import evaluate as run_evaluation
 
-    result = run_evaluation(run, split=split, data_dir=data_dir)
+    if bootstrap < 0:
+        raise CnnlabError(f"--bootstrap must be 0 or more, not {bootstrap}")
+    result = run_evaluation(run, split=split, data_dir=data_dir, out=out, resamples=bootstrap)
+    m = result.metrics
+    ci = m["intervals"] or {}
     console.print(
-        f"[bold]{split} accuracy {result.accuracy:.4f}[/bold]  ({int(result.confusion.sum()):,} images, "
-        f"loss {result.loss:.4f}, {result.seconds:.2f} s)"
+        f"[bold]{split} accuracy {with_interval(m['accuracy'], ci.get('accuracy'))}[/bold]  "
+        f"({m['images']:,} images, loss {result.loss:.4f}, {result.seconds:.2f} s)"
+    )
+    console.print(
+        f"balanced accuracy {fmt(m['balanced_accuracy'])}; macro ROC AUC "
+        f"{with_interval(m['averages']['macro']['roc_auc'], ci.get('macro_roc_auc'))}; macro F1 "
+        f"{fmt(m['averages']['macro']['f1'])}; log loss {fmt(m['log_loss'])}; Brier {fmt(m['brier'])}"
+        + (f"  (95% CI: {ci['resamples']} resamples by {ci['unit']})" if ci else "")
     )
     if not result.data_matches:
         console.print("[yellow]warning: the data differs from what the model card recorded (sha256)[/yellow]")
-    table = Table("class", "support", "accuracy", title="per-class accuracy")
-    for cls, row, acc in zip(result.classes, result.confusion, result.per_class, strict=True):
-        table.add_row(cls, f"{int(row.sum()):,}", "n/a" if acc != acc else f"{acc:.4f}")
+    per_ci = ci.get("per_class") or {}
+    table = Table("class", "support", "sensitivity", "specificity", "PPV", "NPV", "F1", "ROC AUC", title="per class")
+    for cls in result.classes:
+        row, c = m["per_class"][cls], per_ci.get(cls, {})
+        table.add_row(
+            cls, f"{row['support']:,}", with_interval(row["recall"], c.get("recall")),
+            with_interval(row["specificity"], c.get("specificity")), fmt(row["precision"]), fmt(row["npv"]),
+            fmt(row["f1"]), with_interval(row["roc_auc"], c.get("roc_auc")),
+        )  # fmt: skip
     console.print(table)
     if len(result.classes) <= 12:
         cm = Table("true \\ predicted", *[c[:8] for c in result.classes], title="confusion matrix")
         for cls, row in zip(result.classes, result.confusion, strict=True):
             cm.add_row(cls, *[str(v) for v in row])
         console.print(cm)
-    console.print(f"wrote {result.out_dir / 'confusion_matrix.png'} and {result.out_dir / 'metrics.json'}")
+    cal = m["calibration"]
+    if "calibrated" in cal:
+        console.print(f"calibration: ECE {cal['raw']['ece']:.2%} raw -> {cal['calibrated']['ece']:.2%} as served")
+    else:
+        console.print(f"calibration: ECE {cal['raw']['ece']:.2%} (not calibrated; see `cnnlab calibrate`)")
+    op = m["operating_point"]
+    if op:
+        rates = op[split]
+        console.print(
+            f"operating point: {', '.join(op['point']['positive'])} when P >= {op['point']['value']:.4f}: "
+            + ", ".join(f"{k} {fmt(rates[k])}" for k in ("sensitivity", "specificity", "ppv", "npv"))
+        )
+    console.print(f"wrote {result.out_dir / 'report.html'}, {result.out_dir / 'report.md'} and metrics.json")
+
+
+@app.command(
+    epilog="Examples:  cnnlab calibrate runs/lite0-xray  |  cnnlab calibrate runs/lite0-xray --positive 'not normal' "
+    "--target-sensitivity 0.95  |  cnnlab calibrate runs/demo --method vector"
+)
+def calibrate(
+    run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
+    method: Annotated[str, typer.Option(help="temperature, vector (Platt-style) or none.")] = "temperature",
+    positive: Annotated[
+        str | None, typer.Option(help="Operating point for this class: 'pneumonia', 'a,b' or 'not normal'.")
+    ] = None,
+    target_sensitivity: Annotated[
+        float | None, typer.Option(help="Highest threshold reaching this sensitivity (default: Youden's J).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Calibrate probabilities on the validation split and store them (and an operating point) in the card.
+
+    Every later prediction (predict, export, serve) applies what this writes."""
+    from cnnlab.evaluation.calibration import METHODS
+    from cnnlab.evaluation.report import fmt, with_interval
+    from cnnlab.workflow import calibrate as run_calibration
+
+    if method not in (*METHODS, "none"):
+        raise CnnlabError(f"--method must be one of {', '.join((*METHODS, 'none'))}, not '{method}'")
+    result = run_calibration(run, method, positive, target_sensitivity, data_dir)
+    if result.calibration is not None:
+        cal = result.calibration
+        what = (
+            f"temperature T = {cal.temperature:.4f}" if cal.temperature else "vector scaling (per-class scale and bias)"
+        )
+        console.print(f"fitted {what} on the validation split")
+        table = Table("split", "", "ECE", "MCE", "NLL", "Brier", "accuracy", title="calibration")
+        for split, scores in result.scores.items():
+            for when in ("before", "after"):
+                s = scores[when]
+                table.add_row(split, when, f"{s['ece']:.2%}", f"{s['mce']:.2%}", f"{s['nll']:.4f}",
+                              f"{s['brier']:.4f}", f"{s['accuracy']:.4f}")  # fmt: skip
+        console.print(table)
+    point = result.operating_point
+    if point is not None:
+        console.print(
+            f"operating point: positive = {', '.join(point.positive)} when P >= {point.value:.4f} ({point.method}"
+            + (f" {point.target_sensitivity}" if point.target_sensitivity else "")
+            + ")"
+        )
+        table = Table("", "validation", "test [95% CI]", title="at the operating point")
+        for key in ("sensitivity", "specificity", "ppv", "npv"):
+            test = with_interval(point.test[key], point.test_intervals[key]) if point.test else "n/a"
+            table.add_row(key, fmt(point.val[key]), test)
+        console.print(table)
+    console.print(f"updated {run / 'model.json'}; wrote {result.figure}")
+
+
+@app.command(
+    epilog="Examples:  cnnlab crossval lite0-xray --folds 5 --group-by patient_id  |  "
+    "cnnlab crossval lenet5-mnist-sample --folds 3 --set train.epochs=2"
+)
+def crossval(
+    recipe: Annotated[str, typer.Argument(help="A packaged recipe name or a YAML file.")],
+    folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    group_by: Annotated[
+        str | None, typer.Option(help="Require folds by this patient column (they are by patient whenever ids exist).")
+    ] = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Stratified (patient-grouped) K-fold cross-validation: one bundle per fold, every metric per fold, mean +/- std.
+
+    Out-of-fold predictions go to oof_predictions.csv. Rerunning continues an interrupted run."""
+    from cnnlab.config import load_config
+    from cnnlab.evaluation.report import fmt
+    from cnnlab.workflow import CROSSVAL_METRICS
+    from cnnlab.workflow import crossval as run_crossval
+
+    cfg = load_config(recipe, overrides=set_ or [])
+    result = run_crossval(cfg, folds, out, group_by=group_by, overwrite=overwrite, console=console)
+    keys = CROSSVAL_METRICS  # per-class figures are in crossval.csv
+    table = Table("fold", "images", *(k.replace("_", " ") for k in keys), title=f"{folds}-fold, by {result.unit}")
+    for row in result.rows:
+        table.add_row(str(row["fold"]), str(row["images"]), *(fmt(row[k]) for k in keys))
+    table.add_row("mean +/- std", "", *(f"{fmt(result.mean[k])} +/- {fmt(result.std[k], 3)}" for k in keys))
+    console.print(table)
+    console.print(f"wrote {result.out_dir / 'crossval.csv'}, crossval.json and oof_predictions.csv")
 
 
 @app.command("compare-models", epilog="Example:  cnnlab compare-models lenet5 alexnet vgg16 --input 3x224x224")

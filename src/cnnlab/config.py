@@ -57,6 +57,11 @@ class DataConfig:
     """`balanced` draws each class equally often (with replacement) for imbalanced data."""
     cache: bool = True
     """Keep decoded, resized images in $CNNLAB_CACHE for the next run."""
+    folds: int = 0
+    """K-fold cross-validation (set by `cnnlab crossval`): all splits are pooled and cut into this
+    many stratified folds, by patient when the data has patient ids; 0: the source's own splits."""
+    fold: int = 0
+    """With `folds`: which fold is the test part (0 .. folds-1); validation is carved from the rest."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +302,8 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("DataConfig", "channels"): (lambda v: v in (1, 3), "1 or 3"),
     ("DataConfig", "limit_train"): (_positive, "positive"),
     ("DataConfig", "mix_alpha"): (_positive, "positive"),
+    ("DataConfig", "folds"): (lambda v: v == 0 or v >= 2, "0 (off) or at least 2"),
+    ("DataConfig", "fold"): (lambda v: v >= 0, "zero or positive"),
     ("OptimConfig", "lr"): (lambda v: v >= 0, "zero or positive"),
     ("OptimConfig", "weight_decay"): (lambda v: v >= 0, "zero or positive"),
     ("OptimConfig", "step_size"): (_positive, "positive"),

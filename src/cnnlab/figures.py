@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cnnlab.evaluation.diagnosis import Diagnosis
+from cnnlab.evaluation.metrics import row_normalised
 from cnnlab.fileio import atomic_write_bytes
 
 _VERDICT_COLOURS = {"overfitting": "#c0392b", "underfitting": "#d35400", "not converged": "#b7950b"}
@@ -61,28 +62,99 @@ def plot_curves(history: Sequence[dict[str, Any]], diagnosis: Diagnosis, path: P
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+    """Counts beside row-normalised shares (each true class's row sums to 100%)."""
     k = len(classes)
-    size = min(4 + 0.55 * k, 16)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            ax.text(
-                j,
-                i,
-                str(cm[i, j]),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if norm[i, j] > 0.5 else "black",
-            )
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
+    size = min(3.5 + 0.5 * k, 10)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size * 0.9))
+    norm = row_normalised(cm)
+    for ax, shares in zip(axes, (False, True), strict=True):
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(k):
+            for j in range(k):
+                text = f"{norm[i, j]:.0%}" if shares else str(cm[i, j])
+                colour = "white" if norm[i, j] > 0.5 else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8 if k > 6 else 10, color=colour)
+        ax.set_xticks(range(k), classes, rotation=45, ha="right")
+        ax.set_yticks(range(k), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("row-normalised (recall on the diagonal)" if shares else "counts", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_roc_pr(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
+    """One-vs-rest ROC and precision-recall curves of every class present in `y`."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6))
+    colours = plt.get_cmap("tab10")
+    for c, name in enumerate(classes):
+        positive = y == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, proba[:, c])
+        precision, recall, _ = precision_recall_curve(positive, proba[:, c])
+        colour = colours(c % 10)
+        ax_roc.plot(fpr, tpr, color=colour, lw=1.5, label=name)
+        ax_pr.step(recall, precision, where="post", color=colour, lw=1.5, label=name)
+        ax_pr.axhline(positive.mean(), color=colour, ls=":", lw=0.8)
+    ax_roc.plot([0, 1], [0, 1], color="#999999", ls="--", lw=1, label="chance")
+    ax_roc.set_xlabel("1 - specificity (false positive rate)")
+    ax_roc.set_ylabel("sensitivity (true positive rate)")
+    ax_roc.set_title("ROC, one class vs the rest", fontsize=10)
+    ax_pr.set_xlabel("recall (sensitivity)")
+    ax_pr.set_ylabel("precision (PPV)")
+    ax_pr.set_title("precision-recall (dotted: prevalence)", fontsize=10)
+    for ax in (ax_roc, ax_pr):
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_reliability(panels: Sequence[tuple[str, Any]], path: Path, title: str) -> None:
+    """Reliability diagrams side by side: (label, `calibration.Reliability`) per panel."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
+    for ax, (label, rel) in zip(axes[0], panels, strict=True):
+        centres = (rel.edges[:-1] + rel.edges[1:]) / 2
+        width = rel.edges[1] - rel.edges[0]
+        full = rel.counts > 0
+        ax.bar(centres[full], rel.accuracy[full], width=width * 0.95, color="#4c72b0", label="accuracy")
+        gap_low = np.minimum(rel.accuracy[full], rel.confidence[full])
+        gap = np.abs(rel.accuracy[full] - rel.confidence[full])
+        ax.bar(centres[full], gap, bottom=gap_low, width=width * 0.95, color="#dd8452", alpha=0.6, label="gap")
+        ax.plot([0, 1], [0, 1], color="#555555", ls="--", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top-1 probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{label}\nECE {rel.ece:.2%}  MCE {rel.mce:.2%}", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_labelled_images(images: Sequence[np.ndarray], captions: Sequence[str], path: Path, title: str) -> None:
+    """HxW[xC] uint8 images in a grid of at most 6 columns, each with a caption."""
+    n = max(1, len(images))
+    cols = min(6, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.3 * rows + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            image = images[i]
+            grey = image.ndim == 2 or image.shape[-1] == 1
+            ax.imshow(image.squeeze(-1) if grey and image.ndim == 3 else image, cmap="gray" if grey else None,
+                      vmin=0, vmax=255)  # fmt: skip
+            ax.set_title(captions[i], fontsize=7.5)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from rich.console import Console
 
 from cnnlab import __version__, bundle
@@ -25,16 +26,43 @@ from cnnlab.data.preprocess import (
     plan_resize,
     stats_tensors,
 )
-from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source
+from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source, pooled
+from cnnlab.data.splits import check_no_group_leak, fold_splits
 from cnnlab.engine.fit import HISTORY_FIELDS, fit
 from cnnlab.engine.loop import evaluate_epoch
-from cnnlab.engine.losses import make_loss, predicted_index
+from cnnlab.engine.losses import make_loss, probabilities
 from cnnlab.errors import DataError, ModelError
+from cnnlab.evaluation.calibration import Calibration, calibration_scores, fit_calibration, reliability
 from cnnlab.evaluation.diagnosis import diagnose
-from cnnlab.evaluation.metrics import accuracy, confusion_matrix, per_class_accuracy
+from cnnlab.evaluation.metrics import (
+    BootstrapResult,
+    bootstrap,
+    classification_metrics,
+    clean,
+    per_class_accuracy,
+    row_normalised,
+)
+from cnnlab.evaluation.operating import (
+    OperatingPoint,
+    evaluate_operating_point,
+    fit_operating_point,
+    parse_positive,
+)
+from cnnlab.evaluation.report import (
+    Figure,
+    Section,
+    Table,
+    config_table,
+    data_table,
+    fmt,
+    training_table,
+    with_interval,
+    write_html,
+    write_markdown,
+)
 from cnnlab.export.predictor import Classifier, load
-from cnnlab.figures import plot_confusion, plot_curves
-from cnnlab.fileio import atomic_write_json
+from cnnlab.figures import plot_confusion, plot_curves, plot_labelled_images, plot_reliability, plot_roc_pr
+from cnnlab.fileio import atomic_write_json, atomic_write_text
 from cnnlab.models import create_model, get_spec
 from cnnlab.models.registry import find_cam_layer
 
@@ -271,21 +299,29 @@ class EvalSummary:
     classes: list[str]
     confusion: np.ndarray
     per_class: np.ndarray
+    """Recall of each class (NaN when absent from the split)."""
     seconds: float
     out_dir: Path
     data_matches: bool
+    metrics: dict[str, Any]
+    """Everything metrics.json holds (JSON-ready: undefined values are None)."""
 
 
 def evaluate(
-    run_dir: str | Path, split: str = "test", data_dir: str | None = None, out: str | Path | None = None
+    run_dir: str | Path,
+    split: str = "test",
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+    resamples: int = 1000,
 ) -> EvalSummary:
-    """Score a bundle on one split of the data it was trained on; writes `eval/` in the bundle."""
+    """Score a bundle on one split of the data it was trained on and write the report: `eval/`
+    in the bundle holds metrics.json, report.md, report.html and the figures."""
     run_dir = Path(run_dir)
     clf = load(run_dir)
     data = bundle_data(run_dir, clf, data_dir)
     if split not in data.splits:
         raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
-    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval")
+    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval", resamples)
 
 
 def bundle_data(run_dir: Path, clf: Classifier, data_dir: str | None = None) -> ArrayDataset:
@@ -301,44 +337,454 @@ def bundle_data(run_dir: Path, clf: Classifier, data_dir: str | None = None) -> 
     return load_source(data_cfg, clf.preprocessing.pad_to[0])
 
 
-def evaluate_arrays(clf: Classifier, data: ArrayDataset, split: str, out_dir: Path) -> EvalSummary:
+@dataclass
+class SplitOutputs:
+    pixels: torch.Tensor
+    """uint8 (N, C, H, W) network input before normalisation."""
+    labels: np.ndarray
+    logits: torch.Tensor
+    groups: np.ndarray | None
+    seconds: float
+
+
+def split_outputs(clf: Classifier, data: ArrayDataset, split: str) -> SplitOutputs:
     x, y = data.splits[split]
     pixels = clf.fit_pixels(x, already_fitted=data.fitted_crop is not None)
     start = time.perf_counter()
     logits = clf.logits_from_pixels(pixels)
     seconds = time.perf_counter() - start
-    loss = float(make_loss(clf.binary)(logits, y))
-    pred = predicted_index(logits, clf.binary).numpy()
-    cm = confusion_matrix(y.numpy(), pred, len(clf.classes))
+    groups = data.groups[split] if data.groups is not None else None
+    return SplitOutputs(pixels, y.numpy(), logits, groups, seconds)
+
+
+def evaluate_arrays(
+    clf: Classifier, data: ArrayDataset, split: str, out_dir: Path, resamples: int = 1000
+) -> EvalSummary:
+    out = split_outputs(clf, data, split)
+    y, classes, card = out.labels, clf.classes, clf.card
+    raw = probabilities(out.logits, clf.binary).numpy()
+    proba = clf.calibrated(out.logits).numpy()
+    loss = float(make_loss(clf.binary)(out.logits, torch.from_numpy(y)))
+    scores = classification_metrics(y, proba, classes)
+    intervals = bootstrap(y, proba, classes, out.groups, resamples) if resamples else None
+    operating = None
+    if card.get("threshold"):
+        rates, ci = evaluate_operating_point(card["threshold"], proba, y, classes, out.groups, max(resamples, 1))
+        operating = {"point": card["threshold"], split: rates, f"{split}_intervals": ci}
+    calibration = {"raw": calibration_scores(y, raw)}
+    if card.get("calibration") or card.get("temperature"):
+        calibration["calibrated"] = calibration_scores(y, proba)
+    cm = scores.pop("confusion_matrix")
+    metrics = clean(
+        {
+            "run": card.get("name"),
+            "architecture": card["architecture"],
+            "split": split,
+            **scores,
+            "loss": loss,
+            "confusion_matrix": cm,
+            "confusion_matrix_normalised": row_normalised(cm),
+            "per_class_accuracy": dict(zip(classes, per_class_accuracy(cm).tolist(), strict=True)),
+            "intervals": _intervals_json(intervals),
+            "calibration": calibration,
+            "operating_point": operating,
+            "seconds": out.seconds,
+            "data_sha256_matches_card": data.digest() == card["data"]["sha256"],
+        }
+    )
     summary = EvalSummary(
         split=split,
-        accuracy=accuracy(cm),
+        accuracy=metrics["accuracy"],
         loss=loss,
-        classes=clf.classes,
+        classes=classes,
         confusion=cm,
         per_class=per_class_accuracy(cm),
-        seconds=seconds,
+        seconds=out.seconds,
         out_dir=out_dir,
-        data_matches=data.digest() == clf.card["data"]["sha256"],
+        data_matches=metrics["data_sha256_matches_card"],
+        metrics=metrics,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_confusion(
-        cm,
-        clf.classes,
-        out_dir / "confusion_matrix.png",
-        f"{clf.card['architecture']} — {split} accuracy {summary.accuracy:.4f}",
-    )
-    metrics: dict[str, Any] = {
-        "split": split,
-        "images": int(cm.sum()),
-        "accuracy": summary.accuracy,
-        "loss": loss,
-        "per_class_accuracy": {
-            c: (None if np.isnan(a) else float(a)) for c, a in zip(clf.classes, summary.per_class, strict=True)
-        },
-        "confusion_matrix": cm.tolist(),
-        "seconds": seconds,
-        "data_sha256_matches_card": summary.data_matches,
-    }
     atomic_write_json(out_dir / "metrics.json", metrics)
+    write_evaluation_report(clf, out, proba, raw, metrics, out_dir)
     return summary
+
+
+def _intervals_json(result: BootstrapResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {
+        "level": 0.95,
+        "resamples": result.resamples,
+        "unit": result.unit,
+        "accuracy": result.accuracy,
+        "macro_roc_auc": result.macro_roc_auc,
+        "per_class": result.per_class,
+    }
+
+
+def write_evaluation_report(
+    clf: Classifier, out: SplitOutputs, proba: np.ndarray, raw: np.ndarray, metrics: dict[str, Any], out_dir: Path
+) -> None:
+    """The figures, report.md and the self-contained report.html of one evaluated split."""
+    card, classes, split = clf.card, clf.classes, metrics["split"]
+    y = out.labels
+    name = f"{card.get('name')} ({card['architecture']})"
+    cm = np.asarray(metrics["confusion_matrix"])
+    plot_confusion(
+        cm, classes, out_dir / "confusion_matrix.png", f"{name} — {split} accuracy {metrics['accuracy']:.4f}"
+    )
+    plot_roc_pr(y, proba, classes, out_dir / "roc_pr.png", f"{name} — {split}")
+    panels = [("raw probabilities", reliability(y, raw))]
+    if "calibrated" in metrics["calibration"]:
+        panels.append(("calibrated (as served)", reliability(y, proba)))
+    plot_reliability(panels, out_dir / "reliability.png", f"reliability on {split} ({len(y):,} images, 15 bins)")
+    pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    worst = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:18]
+    plot_labelled_images(
+        [out.pixels[i].permute(1, 2, 0).numpy() for i in worst],
+        [f"true {classes[y[i]]}\npredicted {classes[pred[i]]} {proba[i, pred[i]]:.2f}" for i in worst],
+        out_dir / "confident_errors.png",
+        f"the {len(worst)} most confidently wrong {split} images (of {len(wrong)} errors)",
+    )
+    run_dir = clf.run_dir or out_dir.parent
+    sections = evaluation_sections(card, metrics, run_dir, out_dir, len(wrong))
+    title = f"Evaluation of {name} on the {split} split"
+    write_markdown(title, sections, out_dir / "report.md")
+    write_html(title, sections, out_dir / "report.html")
+
+
+def evaluation_sections(
+    card: dict[str, Any], metrics: dict[str, Any], run_dir: Path, out_dir: Path, errors: int
+) -> list[Section]:
+    split, classes = metrics["split"], card["classes"]
+    ci = metrics["intervals"] or {}
+    per_ci = ci.get("per_class") or {}
+    unit = f"{ci.get('resamples')} bootstrap resamples of {ci.get('unit')}s" if ci else "no bootstrap"
+    fit = card["training"].get("fit") or {}
+    sections = []
+
+    config_path = run_dir / bundle.CONFIG
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    sections.append(
+        Section(
+            "Run",
+            [
+                f"{card['architecture']}, {card['parameters']:,} parameters, weights {card.get('weights')}, input "
+                f"{card['in_chans']}x{card['input_size'][0]}x{card['input_size'][1]}; created {card.get('created_at')} "
+                f"with cnnlab {card.get('cnnlab_version')} and torch {card.get('torch_version')}.",
+                config_table(config),
+            ],
+        )
+    )
+    data_blocks: list[Any] = [data_table(card["data"])]
+    if not metrics["data_sha256_matches_card"]:
+        data_blocks.insert(0, "Warning: the data evaluated here differs from what the model card recorded.")
+    sections.append(Section("Data", data_blocks))
+    training_blocks: list[Any] = [training_table(card["training"])]
+    if fit:
+        training_blocks.append(f"Fit: {fit.get('verdict')}: {fit.get('reason')}. Suggestion: {fit.get('suggestion')}.")
+    if (run_dir / bundle.CURVES).is_file():
+        training_blocks.append(Figure(run_dir / bundle.CURVES, "training and validation curves, with the fit verdict"))
+    sections.append(Section("Training", training_blocks))
+
+    summary_rows = [
+        ["images", f"{metrics['images']:,}"],
+        ["accuracy", with_interval(metrics["accuracy"], ci.get("accuracy"))],
+        ["balanced accuracy", fmt(metrics["balanced_accuracy"])],
+        ["macro ROC AUC", with_interval(metrics["averages"]["macro"]["roc_auc"], ci.get("macro_roc_auc"))],
+        ["macro F1", fmt(metrics["averages"]["macro"]["f1"])],
+        ["macro PR AUC", fmt(metrics["averages"]["macro"]["pr_auc"])],
+        ["log loss", fmt(metrics["log_loss"])],
+        ["Brier score", fmt(metrics["brier"])],
+    ]
+    sections.append(
+        Section(
+            f"Results on {split}",
+            [
+                f"95% intervals from {unit}; n/a marks a value that is undefined on this split.",
+                Table(["metric", "value [95% CI]"], summary_rows),
+            ],
+        )
+    )
+    header = ["class", "support", "precision (PPV)", "sensitivity (recall)", "specificity", "F1", "NPV"]
+    rows = []
+    for cls in classes:
+        m, c = metrics["per_class"][cls], per_ci.get(cls, {})
+        rows.append(
+            [
+                cls,
+                str(m["support"]),
+                fmt(m["precision"]),
+                with_interval(m["recall"], c.get("recall")),
+                with_interval(m["specificity"], c.get("specificity")),
+                fmt(m["f1"]),
+                fmt(m["npv"]),
+            ]
+        )
+    for avg in ("macro", "weighted"):
+        a = metrics["averages"][avg]
+        rows.append(
+            [
+                f"{avg} average",
+                "",
+                fmt(a["precision"]),
+                fmt(a["recall"]),
+                fmt(a["specificity"]),
+                fmt(a["f1"]),
+                fmt(a["npv"]),
+            ]
+        )
+    auc_rows = [
+        [
+            cls,
+            with_interval(metrics["per_class"][cls]["roc_auc"], per_ci.get(cls, {}).get("roc_auc")),
+            fmt(metrics["per_class"][cls]["pr_auc"]),
+        ]
+        for cls in classes
+    ]
+    sections.append(
+        Section(
+            "Per class (one class vs the rest)",
+            [
+                Table(header, rows),
+                Table(["class", "ROC AUC [95% CI]", "PR AUC"], auc_rows),
+                Figure(out_dir / "confusion_matrix.png", "confusion matrix: counts and row-normalised"),
+                Figure(out_dir / "roc_pr.png", "ROC and precision-recall curves, one class vs the rest"),
+            ],
+        )
+    )
+
+    cal = metrics["calibration"]
+    cal_rows = [
+        [key, fmt(cal["raw"][key]), fmt(cal.get("calibrated", {}).get(key))]
+        for key in ("ece", "mce", "nll", "brier", "accuracy")
+    ]
+    stored = card.get("calibration") or {}
+    how = (
+        f"Calibrated by {stored.get('method', 'temperature')} scaling on the validation split"
+        + (f" (T = {card['temperature']:.3f})" if card.get("temperature") else "")
+        + "; every prediction applies it."
+        if "calibrated" in cal
+        else "Not calibrated: the probabilities are the network's own. `cnnlab calibrate RUN` fits temperature "
+        "scaling on the validation split."
+    )
+    sections.append(
+        Section(
+            "Calibration",
+            [
+                how,
+                Table(["on " + split, "raw", "calibrated"], cal_rows),
+                Figure(out_dir / "reliability.png", "reliability diagram: accuracy per confidence bin"),
+            ],
+        )
+    )
+
+    op = metrics.get("operating_point")
+    if op:
+        point, rates, cis = op["point"], op[split], op[f"{split}_intervals"]
+        target = f" (target sensitivity {point['target_sensitivity']})" if point.get("target_sensitivity") else ""
+        blocks: list[Any] = [
+            f"Positive: {', '.join(point['positive'])}. Threshold {point['value']:.4f} on the summed probability, "
+            f"chosen on the validation split by {point.get('method')}{target}.",
+            Table(
+                ["", "validation", f"{split} [95% CI]"],
+                [
+                    [key, fmt((point.get("val") or {}).get(key)), with_interval(rates[key], cis.get(key))]
+                    for key in ("sensitivity", "specificity", "ppv", "npv")
+                ],
+            ),
+        ]
+    else:
+        blocks = [
+            "No operating point is set: predictions take the most probable class. `cnnlab calibrate RUN --positive "
+            "CLASS --target-sensitivity 0.95` chooses one on the validation split."
+        ]
+    sections.append(Section("Operating point", blocks))
+    sections.append(
+        Section(
+            "Most confidently wrong",
+            [
+                f"{errors} of {metrics['images']:,} {split} images are misclassified; most confident first.",
+                Figure(
+                    out_dir / "confident_errors.png", "most confidently wrong images (true / predicted, confidence)"
+                ),
+            ],
+        )
+    )
+    return sections
+
+
+@dataclass
+class CalibrationSummary:
+    method: str
+    calibration: Calibration | None
+    scores: dict[str, dict[str, dict[str, float]]]
+    """split -> "before"/"after" -> ECE, MCE, NLL, Brier, accuracy."""
+    operating_point: OperatingPoint | None
+    figure: Path
+
+
+def calibrate(
+    run_dir: str | Path,
+    method: str = "temperature",
+    positive: str | None = None,
+    target_sensitivity: float | None = None,
+    data_dir: str | None = None,
+) -> CalibrationSummary:
+    """Fit calibration (and, with `positive`, an operating point) on the validation split, report
+    before/after on validation and test, and store both in the model card for every prediction.
+
+    method: temperature, vector, or none (keep the card's calibration; choose an operating point only)."""
+    run_dir = Path(run_dir)
+    clf = load(run_dir)
+    data = bundle_data(run_dir, clf, data_dir)
+    outputs = {split: split_outputs(clf, data, split) for split in ("val", "test") if split in data.splits}
+    val = outputs["val"]
+    card = dict(clf.card)
+    calibration = None
+    if method != "none":
+        calibration = fit_calibration(val.logits, torch.from_numpy(val.labels), clf.binary, method)
+        card["temperature"] = calibration.temperature
+        card["calibration"] = {**calibration.to_card(), "fitted_on": "val", "images": len(val.labels)}
+        clf = Classifier(clf.model, card, run_dir)
+    scores = {
+        split: {
+            "before": calibration_scores(out.labels, probabilities(out.logits, clf.binary).numpy()),
+            "after": calibration_scores(out.labels, clf.calibrated(out.logits).numpy()),
+        }
+        for split, out in outputs.items()
+    }
+    if calibration is not None:
+        card["calibration"]["scores"] = clean(scores)
+    point = None
+    if positive is not None:
+        chosen = parse_positive(positive, clf.classes)
+        point = fit_operating_point(
+            clf.calibrated(val.logits).numpy(), val.labels, clf.classes, chosen, target_sensitivity
+        )
+        if "test" in outputs:
+            test = outputs["test"]
+            point.test, point.test_intervals = evaluate_operating_point(
+                point.to_card(), clf.calibrated(test.logits).numpy(), test.labels, clf.classes, test.groups
+            )
+        card["threshold"] = clean(point.to_card())
+    elif target_sensitivity is not None:
+        raise DataError("--target-sensitivity needs --positive CLASS (or 'not CLASS')")
+    figure = run_dir / "eval" / "calibration.png"
+    panels = []
+    for split, out in outputs.items():
+        panels.append((f"{split}, raw", reliability(out.labels, probabilities(out.logits, clf.binary).numpy())))
+        panels.append((f"{split}, {clf.card.get('calibration', {}).get('method', 'raw')}",
+                       reliability(out.labels, clf.calibrated(out.logits).numpy())))  # fmt: skip
+    plot_reliability(panels, figure, f"{card.get('name')}: calibration fitted on val, checked on test")
+    bundle.write_card(run_dir, card)
+    return CalibrationSummary(method, calibration, scores, point, figure)
+
+
+@dataclass
+class CrossvalSummary:
+    out_dir: Path
+    folds: int
+    unit: str
+    """What the folds split: "patient" or "image"."""
+    rows: list[dict[str, Any]]
+    """One per fold: the fold's test-part metrics."""
+    mean: dict[str, float]
+    std: dict[str, float]
+
+
+CROSSVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_roc_auc", "macro_f1", "log_loss", "brier")
+
+
+def crossval(
+    cfg: Config,
+    folds: int,
+    out: str | Path | None = None,
+    *,
+    group_by: str | None = None,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> CrossvalSummary:
+    """K-fold cross-validation: every split of the source pooled and cut into `folds` stratified
+    folds (by patient when the data has patient ids); one bundle per fold in `out/foldK`, each
+    trained on its own train part, early-stopped on its val part, scored on its test part. Writes
+    crossval.json, crossval.csv (every metric per fold, mean and std) and oof_predictions.csv.
+
+    A finished fold bundle already in `out` is reused, so an interrupted cross-validation goes on
+    where it stopped."""
+    console = console or Console(quiet=True)
+    out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-crossval"
+    if folds < 2:
+        raise DataError(f"--folds must be at least 2, not {folds}")
+    spec = get_spec(cfg.model.name)
+    base = load_source(replace(cfg.data, folds=0), cfg.data.input_size or spec.input_size, console)
+    _, y, groups = pooled(base)
+    # Folds are always by patient when the data has patient ids (anything else leaks); --group-by
+    # makes the requirement explicit and fails when there are none.
+    if group_by is not None and groups is None:
+        raise DataError(f"--group-by {group_by}: {cfg.data.source} has no patient ids (metadata.csv patient_id)")
+    parts = [fold_splits(y.numpy(), groups, folds, k, cfg.data.val_fraction, cfg.data.split_seed) for k in range(folds)]
+    if groups is not None:  # the promise of grouped folds, checked rather than assumed
+        check_no_group_leak({f"fold {k + 1} test": p["test"] for k, p in enumerate(parts)}, groups)
+    unit = "patient" if groups is not None else "image"
+    console.print(f"cross-validation: {len(y):,} images in {folds} folds by {unit} -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows, oof = [], []
+    for k, part in enumerate(parts):
+        fold_dir = out / f"fold{k + 1}"
+        fold_cfg = cfg.replace(name=f"{cfg.name}-fold{k + 1}", data=replace(cfg.data, folds=folds, fold=k))
+        if (fold_dir / bundle.CARD).is_file() and not overwrite:
+            console.print(f"fold {k + 1}/{folds}: reusing the finished bundle in {fold_dir}")
+        else:
+            console.print(f"[bold]fold {k + 1}/{folds}[/bold]: train {len(part['train']):,}, val {len(part['val']):,}, "
+                          f"test {len(part['test']):,}")  # fmt: skip
+            train(fold_cfg, fold_dir, overwrite=overwrite, console=console)
+        clf = load(fold_dir)
+        data = bundle_data(fold_dir, clf)
+        test = split_outputs(clf, data, "test")
+        proba = clf.calibrated(test.logits).numpy()
+        scores = classification_metrics(test.labels, proba, clf.classes)
+        row = {
+            "fold": k + 1,
+            "images": scores["images"],
+            "accuracy": scores["accuracy"],
+            "balanced_accuracy": scores["balanced_accuracy"],
+            "macro_roc_auc": scores["averages"]["macro"]["roc_auc"],
+            "macro_f1": scores["averages"]["macro"]["f1"],
+            "log_loss": scores["log_loss"],
+            "brier": scores["brier"],
+        }
+        for cls, m in scores["per_class"].items():
+            row[f"sensitivity {cls}"] = m["recall"]
+            row[f"specificity {cls}"] = m["specificity"]
+            row[f"roc_auc {cls}"] = m["roc_auc"]
+        rows.append(row)
+        for i, p in zip(part["test"], proba, strict=True):
+            oof.append({"index": int(i), "fold": k + 1, "group": "" if groups is None else str(groups[i]),
+                        "label": clf.classes[int(y[i])], "predicted": clf.classes[int(p.argmax())],
+                        **{f"p_{c}": float(v) for c, v in zip(clf.classes, p, strict=True)}})  # fmt: skip
+    keys = [key for key in rows[0] if key not in ("fold", "images")]
+    mean = {key: float(np.nanmean([r[key] for r in rows])) for key in keys}
+    std = {key: float(np.nanstd([r[key] for r in rows], ddof=1)) for key in keys}
+    _write_csv(out / "crossval.csv", [*rows, {"fold": "mean", **mean}, {"fold": "std", **std}])
+    _write_csv(out / "oof_predictions.csv", sorted(oof, key=lambda r: r["index"]))
+    atomic_write_json(
+        out / "crossval.json",
+        clean({"recipe": cfg.name, "folds": folds, "unit": unit, "images": len(y), "per_fold": rows,
+               "mean": mean, "std": std, "config": cfg.to_yaml()}),
+    )  # fmt: skip
+    return CrossvalSummary(out, folds, unit, rows, mean, std)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())

@@ -11,7 +11,7 @@ import gzip
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from cnnlab.config import DataConfig
 from cnnlab.data.cache import decoded_images, scan_folder_cached
 from cnnlab.data.decode import read_idx
 from cnnlab.data.folder import Manifest
-from cnnlab.data.splits import check_no_group_leak, holdout, seeded_subset, stratified_holdout
+from cnnlab.data.splits import check_no_group_leak, fold_splits, holdout, seeded_subset, stratified_holdout
 from cnnlab.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -432,7 +432,7 @@ def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None 
         root = Path(cfg.source[len(FOLDER_PREFIX) :]).expanduser()
         if not root.is_dir():
             raise DataError(f"{cfg.source}: no such folder")
-        return load_folder(root, cfg, image_size, console)
+        return apply_folds(load_folder(root, cfg, image_size, console), cfg)
     source = get_source(cfg.source)
     folder, searched = locate(cfg.source, cfg.data_dir)
     if folder is None and cfg.download:
@@ -448,4 +448,26 @@ def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None 
             f"data source '{cfg.source}' not found (looked in {where}): place {source.expected} "
             f"in one of those folders, or pass --data-dir DIR{how}"
         )
-    return source.load(folder, cfg, image_size, console)
+    return apply_folds(source.load(folder, cfg, image_size, console), cfg)
+
+
+def pooled(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+    """Every split's images, labels and groups, concatenated in SPLITS order."""
+    x = torch.cat([data.splits[name][0] for name in SPLITS])
+    y = torch.cat([data.splits[name][1] for name in SPLITS])
+    groups = np.concatenate([data.groups[name] for name in SPLITS]) if data.groups is not None else None
+    return x, y, groups
+
+
+def apply_folds(data: ArrayDataset, cfg: DataConfig) -> ArrayDataset:
+    """With `data.folds`, the splits of fold `data.fold` of the pooled data; else `data` as it is."""
+    if not cfg.folds:
+        return data
+    x, y, groups = pooled(data)
+    parts = fold_splits(y.numpy(), groups, cfg.folds, cfg.fold, cfg.val_fraction, cfg.split_seed)
+    return replace(
+        data,
+        splits={name: (x[idx], y[idx]) for name, idx in parts.items()},
+        groups={name: groups[idx] for name, idx in parts.items()} if groups is not None else None,
+        origin=f"{data.origin}, fold {cfg.fold + 1} of {cfg.folds}",
+    )

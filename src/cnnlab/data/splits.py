@@ -90,3 +90,26 @@ def check_no_group_leak(splits: dict[str, np.ndarray], groups: np.ndarray) -> No
                     "fix the split in metadata.csv, or remove the split column and let cnnlab split by patient"
                 )
             seen[g] = name
+
+
+def fold_splits(
+    labels: np.ndarray, groups: np.ndarray | None, folds: int, fold: int, val_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Indices of one cross-validation fold over pooled data: `test` is fold `fold` of `folds`
+    (stratified, and grouped by patient when groups are given); `val` is held out of the rest the
+    same way, so no patient is in two parts."""
+    from cnnlab.errors import DataError
+
+    if not 0 <= fold < folds:
+        raise DataError(f"data.fold must be in 0..{folds - 1}, not {fold}")
+    if val_fraction <= 0:
+        raise DataError(
+            "cross-validation carves validation out of each fold's training part: data.val_fraction must be > 0"
+        )
+    units = len(np.unique(groups)) if groups is not None else len(labels)
+    if units < folds:
+        what = "patients" if groups is not None else "images"
+        raise DataError(f"cannot cut {units} {what} into {folds} folds")
+    rest, test = kfold(labels, folds, seed, groups)[fold]
+    keep, val = holdout(labels[rest], groups[rest] if groups is not None else None, val_fraction, seed)
+    return {"train": rest[keep], "val": rest[val], "test": test}

@@ -6,7 +6,7 @@ everything downstream sees two-column probabilities [P(class 0), P(class 1)].
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +62,18 @@ def predicted_index(logits: torch.Tensor, binary: bool) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def probabilities(logits: torch.Tensor, binary: bool, temperature: float = 1.0) -> torch.Tensor:
-    """(N, num_classes) probabilities; `temperature` > 1 softens over-confident logits."""
+def probabilities(
+    logits: torch.Tensor,
+    binary: bool,
+    temperature: float = 1.0,
+    scale: Sequence[float] | None = None,
+    bias: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """(N, num_classes) probabilities of calibrated logits: divided by `temperature` (> 1 softens
+    over-confident logits), or, with vector scaling, `logits * scale + bias` per logit."""
     scaled = logits.float() / temperature
+    if scale is not None and bias is not None:
+        scaled = scaled * torch.tensor(scale, dtype=scaled.dtype) + torch.tensor(bias, dtype=scaled.dtype)
     if binary:
         p = torch.sigmoid(scaled.squeeze(1))
         return torch.stack([1.0 - p, p], dim=1)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.engine.losses import probabilities
 from cnnlab.errors import CnnlabError
 from cnnlab.export.predictor import Classifier, load
 from cnnlab.fileio import atomic_write_json
@@ -128,6 +127,7 @@ def contract(clf: Classifier, fmt: str, filename: str, embedded: bool) -> dict[s
         "output": {"name": "logits", "binary": clf.binary, "activation": "sigmoid" if clf.binary else "softmax"},
         "classes": clf.classes,
         "temperature": clf.temperature,
+        "vector_scaling": {"scale": clf.scale, "bias": clf.bias} if clf.scale is not None else None,
         "threshold": clf.card.get("threshold"),
         "architecture": clf.card["architecture"],
         "weights_sha256": clf.card["weights_sha256"],
@@ -236,7 +236,7 @@ def check_parity(clf: Classifier, runner, pixels: torch.Tensor, embedded: bool, 
         ]
     )
     t_exp = time.perf_counter() - start
-    exported = probabilities(logits, clf.binary, clf.temperature)
+    exported = clf.calibrated(logits)
     diff = float((exported - reference).abs().max()) if len(pixels) else 0.0
     agree = float((exported.argmax(1) == reference.argmax(1)).float().mean()) if len(pixels) else 1.0
     return Parity(len(pixels), diff, agree, PARITY_TOLERANCE, diff <= PARITY_TOLERANCE and agree == 1.0, t_exp, t_ref)

@@ -43,7 +43,7 @@ BACKENDS = ("torch", "compile", "onnx")
 class Classifier:
     """A bundle's model behind one interface, run by torch eager, `torch.compile` or ONNX Runtime.
 
-    Every backend gets the same pixels and applies the card's temperature the same way."""
+    Every backend gets the same pixels and applies the card's calibration the same way."""
 
     def __init__(
         self, model: torch.nn.Module, card: dict[str, Any], run_dir: Path | None = None, backend: str = "torch"
@@ -54,6 +54,8 @@ class Classifier:
         self.classes: list[str] = list(card["classes"])
         self.binary = bool(card["binary"])
         self.temperature = float(card.get("temperature") or 1.0)
+        vector = card.get("calibration") or {}  # vector scaling, when `cnnlab calibrate --method vector` chose it
+        self.scale, self.bias = vector.get("scale"), vector.get("bias")
         self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
         self._mean, self._std = stats_tensors(self.preprocessing.mean, self.preprocessing.std)
         if backend not in BACKENDS:
@@ -96,11 +98,15 @@ class Classifier:
         net = self._run if self.backend == "compile" else self.model
         return net(self.normalized(pixels)).float()
 
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities from raw logits with the card's calibration (temperature or vector scaling)."""
+        return probabilities(logits, self.binary, self.temperature, self.scale, self.bias)
+
     def proba_from_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        return probabilities(self.logits_from_pixels(pixels), self.binary, self.temperature).numpy()
+        return self.calibrated(self.logits_from_pixels(pixels)).numpy()
 
     def predict_proba(self, images: Any) -> np.ndarray:
-        """(N, num_classes) probabilities, calibrated when the card holds a temperature."""
+        """(N, num_classes) probabilities, calibrated when the card holds a calibration."""
         return self.proba_from_pixels(self.preprocess(images))
 
     def predict(self, images: Any) -> list[Prediction]:
