@@ -112,19 +112,34 @@ class Classifier:
     def predict(self, images: Any) -> list[Prediction]:
         return [_prediction(self.classes, row, self.card.get("threshold")) for row in self.predict_proba(images)]
 
-    def explain(self, image: Any, method: str = "gradcam", class_index: int | None = None) -> np.ndarray:
-        """Grad-CAM heat map in [0, 1] with the decoded image's height and width (for the
-        predicted class unless `class_index` is given)."""
-        from cnnlab.explain.cam import gradcam
+    def explain(
+        self, image: Any, method: str = "gradcam", class_index: int | None = None, layer: str | None = None
+    ) -> np.ndarray:
+        """Heat map in [0, 1] with the decoded image's height and width, for the predicted class
+        unless `class_index` is given. `method`: gradcam, gradcam++, scorecam, eigencam or layercam;
+        `layer`: the card's CAM layer unless given."""
+        from cnnlab.explain.cam import METHODS, CamExplainer
 
-        if method != "gradcam":
-            raise DataError(f"explain method '{method}' is not available; use gradcam")
+        if method not in METHODS:
+            raise DataError(f"explain method '{method}' is not available; use one of {', '.join(METHODS)}")
+        if class_index is not None and not 0 <= class_index < len(self.classes):
+            raise DataError(f"class index {class_index} is out of range for {len(self.classes)} classes")
         prep = self.preprocessing
-        pixels = image_to_input(image, prep.channels, prep.resize_to, prep.pad_to, prep.crop)[None]
-        if class_index is None:
-            class_index = int(self.proba_from_pixels(pixels)[0].argmax())
-        heat = gradcam(self.model, self.card["cam_layer"], self.normalized(pixels), class_index)
-        return _heat_on_image(heat, decode_image(image, prep.channels).shape[:2], prep)
+        decoded = decode_image(image, prep.channels)
+        pixels = image_to_input(decoded, prep.channels, prep.resize_to, prep.pad_to, prep.crop)[None]
+        with CamExplainer(self.model, layer or self._cam_layer(), method, binary=self.binary) as cam:
+            heat, _ = cam.explain(self.normalized(pixels), None if class_index is None else [class_index])
+        return _heat_on_image(heat[0], decoded.shape[:2], prep)
+
+    def _cam_layer(self) -> str:
+        """The card's CAM layer, checked once to yield a spatial map and a gradient (else a better one)."""
+        if getattr(self, "_checked_cam_layer", None) is None:
+            from cnnlab.explain.cam import resolve_cam_layer
+
+            prep = self.preprocessing
+            shape = (prep.channels, *prep.pad_to)
+            self._checked_cam_layer = resolve_cam_layer(self.model, self.card.get("cam_layer") or None, shape)
+        return self._checked_cam_layer
 
 
 @dataclass
