@@ -53,3 +53,23 @@ def train_killed_after(cfg: Config, out: Path, epochs: int, monkeypatch: pytest.
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out)
     monkeypatch.setattr(bundle, "write_history", real)
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium driven by Playwright (`make test` installs both; no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()

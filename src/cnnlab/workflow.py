@@ -673,6 +673,7 @@ def calibrate(
     elif target_sensitivity is not None:
         raise DataError("--target-sensitivity needs --positive CLASS (or 'not CLASS')")
     figure = run_dir / "eval" / "calibration.png"
+    figure.parent.mkdir(exist_ok=True)
     panels = []
     for split, out in outputs.items():
         panels.append((f"{split}, raw", reliability(out.labels, probabilities(out.logits, clf.binary).numpy())))
