@@ -35,6 +35,11 @@ def test_train_then_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
     code, out, _ = run_cli(["evaluate", str(tmp_path / "run")], capsys, monkeypatch)
     assert code == 0 and "test accuracy" in out and "confusion matrix" in out
     assert (tmp_path / "run" / "eval" / "confusion_matrix.png").is_file()
+    assert (tmp_path / "run" / "eval" / "report.html").is_file() and "per class" in out and "ROC AUC" in out
+    code, out, _ = run_cli(["calibrate", str(tmp_path / "run"), "--positive", "not 0"], capsys, monkeypatch)
+    assert code == 0 and "fitted temperature T =" in out and "operating point: positive = 1, 2" in out
+    code, out, _ = run_cli(["evaluate", str(tmp_path / "run"), "--bootstrap", "0"], capsys, monkeypatch)
+    assert code == 0 and "as served" in out and "operating point: 1, 2" in out
     code, _, err = run_cli(["train", *TINY, "--out", str(tmp_path / "run")], capsys, monkeypatch)
     assert code == 2 and "already holds a bundle" in err
     code, _, _ = run_cli(["train", *TINY, "--out", str(tmp_path / "run"), "--overwrite"], capsys, monkeypatch)
@@ -71,6 +76,11 @@ def test_recipe_with_overrides(tmp_path: Path, capsys, monkeypatch) -> None:
         (["train", "--data", "mnist", "--data-dir", "/nonexistent/mnist"], "data source 'mnist' not found"),
         (["train", "--data", "cifar10", "--data-dir", "/nonexistent"], "place {train,val,test}/CLASS/*.png"),
         (["evaluate", "/nonexistent/run"], "no run directory at /nonexistent/run"),
+        (["evaluate", "/nonexistent/run", "--bootstrap", "-1"], "--bootstrap must be 0 or more"),
+        (["calibrate", "/nonexistent/run", "--method", "isotonic"], "--method must be one of temperature, vector"),
+        (["calibrate", "/nonexistent/run"], "no run directory at /nonexistent/run"),
+        (["crossval", "lenet5-mnist-sample", "--folds", "1"], "--folds must be at least 2"),
+        (["crossval", "lenet5-mnist-sample", "--group-by", "patient_id"], "has no patient ids"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -113,7 +123,7 @@ def test_models_and_datasets(capsys, monkeypatch) -> None:
     assert code == 0 and "fashion-mnist" in out
 
 
-@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "models", "datasets"])
+@pytest.mark.parametrize("command", ["demo", "train", "evaluate", "calibrate", "crossval", "models", "datasets"])
 def test_help_has_an_example(command: str, capsys, monkeypatch) -> None:
     code, out, _ = run_cli([command, "--help"], capsys, monkeypatch)
     assert code == 0 and "Example" in out
