@@ -113,4 +113,5 @@ def plot_feature_maps(
             fontsize=9,
         )
     fig.suptitle(title, fontsize=11, y=1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)

@@ -114,5 +114,6 @@ def plot_filters(
     sub = f"{layout}; each filter normalised on its own" + (f"; {', '.join(shown)}" if shown else "")
     fig.suptitle(f"{heading}\n{sub}", fontsize=9, color="#c0392b" if untrained else "black")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
     return FilterGrid(name, shape, colour, n_filters, n_channels, path)
