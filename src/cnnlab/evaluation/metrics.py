@@ -185,6 +185,15 @@ class BootstrapResult:
     per_class: dict[str, dict[str, Interval]] = field(default_factory=dict)
 
 
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> Interval:
+    """The central `level` share of the finite resampled values (NaN bounds when none is finite)."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return Interval(float("nan"), float("nan"))
+    lo, hi = np.percentile(values, ((1 - level) / 2 * 100, (1 + level) / 2 * 100))
+    return Interval(float(lo), float(hi))
+
+
 def resample_weights(n: int, groups: np.ndarray | None, resamples: int, seed: int) -> np.ndarray:
     """(resamples, n) integer weights: each row draws len(units) units with replacement, where a
     unit is an image, or a patient with all of its images."""
@@ -222,14 +231,9 @@ def bootstrap(
     with warnings.catch_warnings():  # all-NaN rows (no positives drawn) are expected here
         warnings.simplefilter("ignore", RuntimeWarning)
         macro = np.nanmean(aucs[:, present], axis=1) if present else np.full(len(w), np.nan)
-    q = ((1 - level) / 2 * 100, (1 + level) / 2 * 100)
 
     def interval(values: np.ndarray) -> Interval:
-        values = values[~np.isnan(values)]
-        if len(values) == 0:
-            return Interval(float("nan"), float("nan"))
-        lo, hi = np.percentile(values, q)
-        return Interval(float(lo), float(hi))
+        return percentile_interval(values, level)
 
     return BootstrapResult(
         resamples=resamples,

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnlab.config import did_you_mean
 from cnnlab.errors import DataError
-from cnnlab.evaluation.metrics import resample_weights
+from cnnlab.evaluation.metrics import percentile_interval, resample_weights
 
 
 def parse_positive(text: str, classes: list[str]) -> list[str]:
@@ -128,7 +128,6 @@ def evaluate_operating_point(
     w = resample_weights(len(y), groups, resamples, seed)
     tp, fp = w @ (called & is_pos), w @ (called & ~is_pos)
     fn, tn = w @ (~called & is_pos), w @ (~called & ~is_pos)
-    intervals = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         draws = {
             "sensitivity": tp / (tp + fn),
@@ -136,7 +135,4 @@ def evaluate_operating_point(
             "ppv": tp / (tp + fp),
             "npv": tn / (tn + fn),
         }
-    for key, values in draws.items():
-        values = values[np.isfinite(values)]
-        intervals[key] = [float(v) for v in np.percentile(values, (2.5, 97.5))] if len(values) else [None, None]
-    return rates, intervals
+    return rates, {key: percentile_interval(values).to_list() for key, values in draws.items()}
