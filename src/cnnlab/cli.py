@@ -531,6 +531,198 @@ def data_preview(
     console.print(f"wrote {path}")
 
 
+@app.command(
+    epilog="Examples:  cnnlab filters runs/demo  |  cnnlab filters alexnet_small"
+    "  |  cnnlab filters runs/demo --layer features.c3"
+)
+def filters(
+    target: Annotated[str, typer.Argument(help="A run bundle, or a model name (random initialisation).")],
+    layer: Annotated[str | None, typer.Option("--layer", help="Conv layer (default: the first).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG to write.")] = None,
+) -> None:
+    """A grid of the learned kernels of a conv layer, each filter normalised on its own."""
+    from cnnlab.explain.filters import conv_layer, plot_filters
+    from cnnlab.explain.target import load_target
+
+    t = load_target(target)
+    name = conv_layer(t.model, layer)[0]
+    folder = t.run_dir / "explain" if t.run_dir else Path("runs") / "explain"
+    path = out or folder / f"filters-{_slug(target)}-{name}.png"
+    grid = plot_filters(t.model, path, name, title=t.title, untrained=t.untrained)
+    state = "random initialisation" if t.untrained else "trained"
+    console.print(f"{grid.layer}: {' x '.join(map(str, grid.shape))} ({state}); wrote {path}")
+
+
+@app.command(
+    epilog="Examples:  cnnlab featuremaps runs/demo digit.png --all-stages"
+    "  |  cnnlab featuremaps runs/demo digit.png --layer features.c1 --layer features.c3"
+)
+def featuremaps(
+    target: Annotated[str, typer.Argument(help="A run bundle, or a model name (random initialisation).")],
+    image: Annotated[Path, typer.Argument(help="An image file.")],
+    layer: Annotated[list[str] | None, typer.Option("--layer", help="Layer to show (repeatable).")] = None,
+    all_stages: Annotated[bool, typer.Option("--all-stages", help="The output of every stage.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG to write.")] = None,
+) -> None:
+    """The activations of chosen layers for one image, as grids beside the input."""
+    from cnnlab.explain.activations import feature_maps, plot_feature_maps, stage_layers
+    from cnnlab.explain.filters import conv_layer
+    from cnnlab.explain.target import input_pixels, load_target
+
+    t = load_target(target)
+    pixels, normalised = input_pixels(t, image)
+    names = stage_layers(t.model, t.input_shape) if all_stages else (layer or [conv_layer(t.model, None)[0]])
+    maps = feature_maps(t.model, names, normalised)
+    default = (t.run_dir / "explain" if t.run_dir else Path("runs") / "explain") / f"featuremaps-{image.stem}.png"
+    path = out or default
+    plot_feature_maps(pixels, maps, path, f"{t.title}: {image.name}" + (" (untrained)" if t.untrained else ""))
+    for name, fmap in maps.items():
+        console.print(f"{name}: {' x '.join(map(str, fmap.shape))}")
+    console.print(f"wrote {path}")
+
+
+@app.command(
+    epilog="Examples:  cnnlab explain runs/lite0-xray ../shared/data/chest-xray/test --faithfulness"
+    "  |  cnnlab explain runs/demo digit.png --method gradcam++ --class 7"
+)
+def explain(
+    run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
+    path: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    method: Annotated[str, typer.Option(help="gradcam, gradcam++, scorecam, eigencam or layercam.")] = "gradcam",
+    class_: Annotated[str | None, typer.Option("--class", help="Class to explain (default: predicted).")] = None,
+    layer: Annotated[str | None, typer.Option("--layer", help="Layer to explain (default: the card's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    faithful: Annotated[
+        bool, typer.Option("--faithfulness", help="Score the maps by deletion/insertion against random maps.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the overlays.")] = None,
+) -> None:
+    """Heat-map overlays with the predicted label and calibrated probability; per-file errors."""
+    import json
+    import time
+
+    from cnnlab.explain.folder import explain_files, faithfulness
+    from cnnlab.export.predictor import expand_inputs, load
+
+    clf = load(run)
+    files = expand_inputs([str(path)])
+    if not files:
+        raise CnnlabError(f"no image files found in {path}")
+    folder = out or run / "explain" / method
+    start = time.perf_counter()
+    table = Table("file", "class", "probability", "overlay / error", title=f"{method} on {run.name}")
+    failed = 0
+    with progress_bar(err, f"explaining ({method})", len(files)) as advance:
+        for r in explain_files(clf, files, folder, method, class_, layer, batch_size, advance):
+            failed += bool(r.error)
+            if len(files) <= 50 or r.error:
+                table.add_row(
+                    r.path, r.label, "" if r.error else f"{r.probability:.3f}", r.overlay or f"[red]{r.error}[/red]"
+                )
+    seconds = time.perf_counter() - start
+    if table.rows:
+        console.print(table)
+    console.print(
+        f"{len(files) - failed} explained, {failed} unreadable in {seconds:.1f} s "
+        f"({(len(files) - failed) / max(seconds, 1e-9):.1f} images/s); overlays in {folder}"
+    )
+    if faithful:
+        with progress_bar(err, "faithfulness", len(files)) as advance:
+            score = faithfulness(clf, files, method, layer, batch_size=batch_size, advance=advance)
+        result = Table(
+            "map", "deletion AUC (lower is better)", "insertion AUC (higher is better)", "insertion - deletion"
+        )
+        result.add_row(method, f"{score.deletion:.3f}", f"{score.insertion:.3f}", f"{score.score:+.3f}")
+        result.add_row(
+            "random", f"{score.random_deletion:.3f}", f"{score.random_insertion:.3f}", f"{score.random_score:+.3f}"
+        )
+        console.print(result)
+        verdict = "beats" if score.score > score.random_score else "does NOT beat"
+        console.print(f"{method} {verdict} random maps on {score.images} images")
+        report = folder / "faithfulness.json"
+        report.write_text(json.dumps({k: v for k, v in vars(score).items()} | {"score": score.score,
+                                      "random_score": score.random_score}, indent=1))  # fmt: skip
+        console.print(f"wrote {report}")
+
+
+@app.command(
+    epilog="Examples:  cnnlab summary vgg16  |  cnnlab summary resnet50 --input 3x224x224"
+    "  |  cnnlab summary runs/demo --compare-dense"
+)
+def summary(
+    target: Annotated[str, typer.Argument(help="A model name (`cnnlab models`, timm:NAME) or a run bundle.")],
+    input: Annotated[str | None, typer.Option("--input", help="C x H x W (default: the model's).")] = None,
+    compare_dense: Annotated[
+        bool, typer.Option("--compare-dense", help="Parameters of a dense network with the same widths.")
+    ] = False,
+) -> None:
+    """Every layer: kernel, stride, padding, output shape, parameters, multiply-adds, receptive field."""
+    from cnnlab.explain.calc import dense_parameters
+    from cnnlab.explain.summary import dense_widths, layer_table
+    from cnnlab.explain.target import load_target
+
+    t = load_target(target, input)
+    tab = layer_table(t.model, t.input_shape)
+    shape_text = "x".join(map(str, t.input_shape))
+    table = Table(
+        "layer", "type", "kernel", "stride", "pad", "dil", "output", "params", "MACs", "RF", "jump",
+        title=f"{t.title} at {shape_text}",
+    )  # fmt: skip
+    for r in tab.rows:
+        table.add_row(r.name, r.type, r.kernel, r.stride, r.padding, r.dilation, "x".join(map(str, r.output)),
+                      f"{r.parameters:,}" if r.parameters else "", f"{r.macs:,}" if r.macs else "",
+                      r.receptive_field, r.jump)  # fmt: skip
+    console.print(table)
+    console.print(
+        f"[bold]total[/bold]: {tab.parameters:,} parameters ({tab.trainable:,} trainable), "
+        f"{tab.macs:,} multiply-adds per image, {len(tab.rows)} layers"
+    )
+    if tab.unused_parameters:
+        console.print(f"{tab.unused_parameters:,} parameters are in modules inference never calls (auxiliary heads)")
+    console.print("RF: receptive field in input pixels; jump: input pixels between neighbouring units")
+    if compare_dense:
+        widths = dense_widths(tab)
+        dense = dense_parameters(widths)
+        console.print(
+            f"a fully connected network with the same widths ({' -> '.join(f'{w:,}' for w in widths)}) "
+            f"needs {dense:,} parameters: {dense / max(tab.parameters, 1):,.0f}x this network's"
+        )
+
+
+@app.command(
+    epilog="Examples:  cnnlab calc conv --input 32 --kernel 5 --in 1 --out 6"
+    "  |  cnnlab calc conv --input 224 --kernel 3 --stride 2 --padding same"
+    "  |  cnnlab calc pool --input 28 --kernel 2 --stride 2"
+)
+def calc(
+    kind: Annotated[str, typer.Argument(help="conv or pool.")],
+    input: Annotated[int, typer.Option("--input", help="Input height (= width).")],
+    kernel: Annotated[int, typer.Option("--kernel", help="Kernel side.")],
+    stride: Annotated[int, typer.Option("--stride", help="Stride.")] = 1,
+    padding: Annotated[str, typer.Option("--padding", help="Pixels on each side, same or valid.")] = "0",
+    dilation: Annotated[int, typer.Option("--dilation", help="Dilation.")] = 1,
+    in_channels: Annotated[int | None, typer.Option("--in", help="Input channels.")] = None,
+    out_channels: Annotated[int | None, typer.Option("--out", help="Output channels (filters).")] = None,
+) -> None:
+    """Output size with the formula written out, parameters and multiply-adds of one layer."""
+    from cnnlab.explain.calc import layer_calc
+
+    c = layer_calc(kind, input, kernel, stride, padding, dilation, in_channels, out_channels)
+    console.print(f"output size: {c.formula}")
+    console.print(f"padding: {c.padding[0]} before, {c.padding[1]} after")
+    if in_channels is not None and (out_channels is not None or kind == "pool"):
+        chans = out_channels if out_channels is not None else in_channels
+        console.print(f"output shape: {chans} x {c.output} x {c.output}")
+    if c.parameters is not None:
+        detail = (f" = {c.out_channels} x ({c.in_channels} x {kernel} x {kernel}) + {c.out_channels} bias"
+                  if kind == "conv" else "")  # fmt: skip
+        console.print(f"parameters: {c.parameters:,}{detail}")
+        console.print(f"multiply-adds: {c.macs:,}")
+    elif kind == "conv":
+        console.print("give --in and --out for parameters and multiply-adds")
+    console.print(f"receptive field grows by {c.receptive_growth} x the input's jump")
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.split(":")[-1].rstrip("/").split("/")[-1]).strip("-")
 
