@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 
 from cnnlab import __version__, bundle
@@ -35,7 +34,6 @@ from cnnlab.errors import DataError, ModelError
 from cnnlab.evaluation.calibration import Calibration, calibration_scores, fit_calibration, reliability
 from cnnlab.evaluation.diagnosis import diagnose
 from cnnlab.evaluation.metrics import (
-    BootstrapResult,
     bootstrap,
     classification_metrics,
     clean,
@@ -48,18 +46,7 @@ from cnnlab.evaluation.operating import (
     fit_operating_point,
     parse_positive,
 )
-from cnnlab.evaluation.report import (
-    Figure,
-    Section,
-    Table,
-    config_table,
-    data_table,
-    fmt,
-    training_table,
-    with_interval,
-    write_html,
-    write_markdown,
-)
+from cnnlab.evaluation.report import evaluation_sections, write_html, write_markdown
 from cnnlab.export.predictor import Classifier, load
 from cnnlab.figures import plot_confusion, plot_curves, plot_labelled_images, plot_reliability, plot_roc_pr
 from cnnlab.fileio import atomic_write_json, atomic_write_text
@@ -369,7 +356,7 @@ def evaluate_arrays(
     intervals = bootstrap(y, proba, classes, out.groups, resamples) if resamples else None
     operating = None
     if card.get("threshold"):
-        rates, ci = evaluate_operating_point(card["threshold"], proba, y, classes, out.groups, max(resamples, 1))
+        rates, ci = evaluate_operating_point(card["threshold"], proba, y, classes, out.groups, resamples)
         operating = {"point": card["threshold"], split: rates, f"{split}_intervals": ci}
     calibration = {"raw": calibration_scores(y, raw)}
     if card.get("calibration") or card.get("temperature"):
@@ -385,7 +372,7 @@ def evaluate_arrays(
             "confusion_matrix": cm,
             "confusion_matrix_normalised": row_normalised(cm),
             "per_class_accuracy": dict(zip(classes, per_class_accuracy(cm).tolist(), strict=True)),
-            "intervals": _intervals_json(intervals),
+            "intervals": intervals.to_json() if intervals else None,
             "calibration": calibration,
             "operating_point": operating,
             "seconds": out.seconds,
@@ -408,19 +395,6 @@ def evaluate_arrays(
     atomic_write_json(out_dir / "metrics.json", metrics)
     write_evaluation_report(clf, out, proba, raw, metrics, out_dir)
     return summary
-
-
-def _intervals_json(result: BootstrapResult | None) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    return {
-        "level": 0.95,
-        "resamples": result.resamples,
-        "unit": result.unit,
-        "accuracy": result.accuracy,
-        "macro_roc_auc": result.macro_roc_auc,
-        "per_class": result.per_class,
-    }
 
 
 def write_evaluation_report(
@@ -455,167 +429,6 @@ def write_evaluation_report(
     write_html(title, sections, out_dir / "report.html")
 
 
-def evaluation_sections(
-    card: dict[str, Any], metrics: dict[str, Any], run_dir: Path, out_dir: Path, errors: int
-) -> list[Section]:
-    split, classes = metrics["split"], card["classes"]
-    ci = metrics["intervals"] or {}
-    per_ci = ci.get("per_class") or {}
-    unit = f"{ci.get('resamples')} bootstrap resamples of {ci.get('unit')}s" if ci else "no bootstrap"
-    fit = card["training"].get("fit") or {}
-    sections = []
-
-    config_path = run_dir / bundle.CONFIG
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    sections.append(
-        Section(
-            "Run",
-            [
-                f"{card['architecture']}, {card['parameters']:,} parameters, weights {card.get('weights')}, input "
-                f"{card['in_chans']}x{card['input_size'][0]}x{card['input_size'][1]}; created {card.get('created_at')} "
-                f"with cnnlab {card.get('cnnlab_version')} and torch {card.get('torch_version')}.",
-                config_table(config),
-            ],
-        )
-    )
-    data_blocks: list[Any] = [data_table(card["data"])]
-    if not metrics["data_sha256_matches_card"]:
-        data_blocks.insert(0, "Warning: the data evaluated here differs from what the model card recorded.")
-    sections.append(Section("Data", data_blocks))
-    training_blocks: list[Any] = [training_table(card["training"])]
-    if fit:
-        training_blocks.append(f"Fit: {fit.get('verdict')}: {fit.get('reason')}. Suggestion: {fit.get('suggestion')}.")
-    if (run_dir / bundle.CURVES).is_file():
-        training_blocks.append(Figure(run_dir / bundle.CURVES, "training and validation curves, with the fit verdict"))
-    sections.append(Section("Training", training_blocks))
-
-    summary_rows = [
-        ["images", f"{metrics['images']:,}"],
-        ["accuracy", with_interval(metrics["accuracy"], ci.get("accuracy"))],
-        ["balanced accuracy", fmt(metrics["balanced_accuracy"])],
-        ["macro ROC AUC", with_interval(metrics["averages"]["macro"]["roc_auc"], ci.get("macro_roc_auc"))],
-        ["macro F1", fmt(metrics["averages"]["macro"]["f1"])],
-        ["macro PR AUC", fmt(metrics["averages"]["macro"]["pr_auc"])],
-        ["log loss", fmt(metrics["log_loss"])],
-        ["Brier score", fmt(metrics["brier"])],
-    ]
-    sections.append(
-        Section(
-            f"Results on {split}",
-            [
-                f"95% intervals from {unit}; n/a marks a value that is undefined on this split.",
-                Table(["metric", "value [95% CI]"], summary_rows),
-            ],
-        )
-    )
-    header = ["class", "support", "precision (PPV)", "sensitivity (recall)", "specificity", "F1", "NPV"]
-    rows = []
-    for cls in classes:
-        m, c = metrics["per_class"][cls], per_ci.get(cls, {})
-        rows.append(
-            [
-                cls,
-                str(m["support"]),
-                fmt(m["precision"]),
-                with_interval(m["recall"], c.get("recall")),
-                with_interval(m["specificity"], c.get("specificity")),
-                fmt(m["f1"]),
-                fmt(m["npv"]),
-            ]
-        )
-    for avg in ("macro", "weighted"):
-        a = metrics["averages"][avg]
-        rows.append(
-            [
-                f"{avg} average",
-                "",
-                fmt(a["precision"]),
-                fmt(a["recall"]),
-                fmt(a["specificity"]),
-                fmt(a["f1"]),
-                fmt(a["npv"]),
-            ]
-        )
-    auc_rows = [
-        [
-            cls,
-            with_interval(metrics["per_class"][cls]["roc_auc"], per_ci.get(cls, {}).get("roc_auc")),
-            fmt(metrics["per_class"][cls]["pr_auc"]),
-        ]
-        for cls in classes
-    ]
-    sections.append(
-        Section(
-            "Per class (one class vs the rest)",
-            [
-                Table(header, rows),
-                Table(["class", "ROC AUC [95% CI]", "PR AUC"], auc_rows),
-                Figure(out_dir / "confusion_matrix.png", "confusion matrix: counts and row-normalised"),
-                Figure(out_dir / "roc_pr.png", "ROC and precision-recall curves, one class vs the rest"),
-            ],
-        )
-    )
-
-    cal = metrics["calibration"]
-    cal_rows = [
-        [key, fmt(cal["raw"][key]), fmt(cal.get("calibrated", {}).get(key))]
-        for key in ("ece", "mce", "nll", "brier", "accuracy")
-    ]
-    stored = card.get("calibration") or {}
-    how = (
-        f"Calibrated by {stored.get('method', 'temperature')} scaling on the validation split"
-        + (f" (T = {card['temperature']:.3f})" if card.get("temperature") else "")
-        + "; every prediction applies it."
-        if "calibrated" in cal
-        else "Not calibrated: the probabilities are the network's own. `cnnlab calibrate RUN` fits temperature "
-        "scaling on the validation split."
-    )
-    sections.append(
-        Section(
-            "Calibration",
-            [
-                how,
-                Table(["on " + split, "raw", "calibrated"], cal_rows),
-                Figure(out_dir / "reliability.png", "reliability diagram: accuracy per confidence bin"),
-            ],
-        )
-    )
-
-    op = metrics.get("operating_point")
-    if op:
-        point, rates, cis = op["point"], op[split], op[f"{split}_intervals"]
-        target = f" (target sensitivity {point['target_sensitivity']})" if point.get("target_sensitivity") else ""
-        blocks: list[Any] = [
-            f"Positive: {', '.join(point['positive'])}. Threshold {point['value']:.4f} on the summed probability, "
-            f"chosen on the validation split by {point.get('method')}{target}.",
-            Table(
-                ["", "validation", f"{split} [95% CI]"],
-                [
-                    [key, fmt((point.get("val") or {}).get(key)), with_interval(rates[key], cis.get(key))]
-                    for key in ("sensitivity", "specificity", "ppv", "npv")
-                ],
-            ),
-        ]
-    else:
-        blocks = [
-            "No operating point is set: predictions take the most probable class. `cnnlab calibrate RUN --positive "
-            "CLASS --target-sensitivity 0.95` chooses one on the validation split."
-        ]
-    sections.append(Section("Operating point", blocks))
-    sections.append(
-        Section(
-            "Most confidently wrong",
-            [
-                f"{errors} of {metrics['images']:,} {split} images are misclassified; most confident first.",
-                Figure(
-                    out_dir / "confident_errors.png", "most confidently wrong images (true / predicted, confidence)"
-                ),
-            ],
-        )
-    )
-    return sections
-
-
 @dataclass
 class CalibrationSummary:
     method: str
@@ -637,6 +450,8 @@ def calibrate(
     before/after on validation and test, and store both in the model card for every prediction.
 
     method: temperature, vector, or none (keep the card's calibration; choose an operating point only)."""
+    if method == "none" and positive is None:
+        raise DataError("--method none keeps the card's calibration: pass --positive CLASS for an operating point")
     run_dir = Path(run_dir)
     clf = load(run_dir)
     data = bundle_data(run_dir, clf, data_dir)

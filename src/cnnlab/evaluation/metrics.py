@@ -183,6 +183,11 @@ class BootstrapResult:
     accuracy: Interval
     macro_roc_auc: Interval
     per_class: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    level: float = 0.95
+
+    def to_json(self) -> dict[str, Any]:
+        return clean({"level": self.level, "resamples": self.resamples, "unit": self.unit, "accuracy": self.accuracy,
+                      "macro_roc_auc": self.macro_roc_auc, "per_class": self.per_class})  # fmt: skip
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> Interval:
@@ -236,6 +241,7 @@ def bootstrap(
         return percentile_interval(values, level)
 
     return BootstrapResult(
+        level=level,
         resamples=resamples,
         unit="image" if groups is None else "patient",
         accuracy=interval(acc),

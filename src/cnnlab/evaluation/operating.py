@@ -125,6 +125,8 @@ def evaluate_operating_point(
     is_pos = np.isin(y, [classes.index(c) for c in positive])
     called = positive_score(proba, classes, positive) >= float(point["value"])
     rates = rates_at(called.astype(float), is_pos, 0.5)
+    if resamples == 0:
+        return rates, {key: [None, None] for key in ("sensitivity", "specificity", "ppv", "npv")}
     w = resample_weights(len(y), groups, resamples, seed)
     tp, fp = w @ (called & is_pos), w @ (called & ~is_pos)
     fn, tn = w @ (~called & is_pos), w @ (~called & ~is_pos)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from cnnlab import bundle
 from cnnlab.fileio import atomic_write_text
 
 
@@ -144,3 +146,164 @@ def training_table(training: dict[str, Any]) -> Table:
     ]
     rows.append(["all", str(training.get("epochs_run")), f"{training.get('train_seconds', 0):.1f} s", ""])
     return Table(["stage", "epochs", "training time", "best validation accuracy"], rows)
+
+
+def evaluation_sections(
+    card: dict[str, Any], metrics: dict[str, Any], run_dir: Path, out_dir: Path, errors: int
+) -> list[Section]:
+    split, classes = metrics["split"], card["classes"]
+    ci = metrics["intervals"] or {}
+    per_ci = ci.get("per_class") or {}
+    unit = f"{ci.get('resamples')} bootstrap resamples of {ci.get('unit')}s" if ci else "no bootstrap"
+    fit = card["training"].get("fit") or {}
+    sections = []
+
+    config_path = run_dir / bundle.CONFIG
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    sections.append(
+        Section(
+            "Run",
+            [
+                f"{card['architecture']}, {card['parameters']:,} parameters, weights {card.get('weights')}, input "
+                f"{card['in_chans']}x{card['input_size'][0]}x{card['input_size'][1]}; created {card.get('created_at')} "
+                f"with cnnlab {card.get('cnnlab_version')} and torch {card.get('torch_version')}.",
+                config_table(config),
+            ],
+        )
+    )
+    data_blocks: list[Any] = [data_table(card["data"])]
+    if not metrics["data_sha256_matches_card"]:
+        data_blocks.insert(0, "Warning: the data evaluated here differs from what the model card recorded.")
+    sections.append(Section("Data", data_blocks))
+    training_blocks: list[Any] = [training_table(card["training"])]
+    if fit:
+        training_blocks.append(f"Fit: {fit.get('verdict')}: {fit.get('reason')}. Suggestion: {fit.get('suggestion')}.")
+    if (run_dir / bundle.CURVES).is_file():
+        training_blocks.append(Figure(run_dir / bundle.CURVES, "training and validation curves, with the fit verdict"))
+    sections.append(Section("Training", training_blocks))
+
+    summary_rows = [
+        ["images", f"{metrics['images']:,}"],
+        ["accuracy", with_interval(metrics["accuracy"], ci.get("accuracy"))],
+        ["balanced accuracy", fmt(metrics["balanced_accuracy"])],
+        ["macro ROC AUC", with_interval(metrics["averages"]["macro"]["roc_auc"], ci.get("macro_roc_auc"))],
+        ["macro F1", fmt(metrics["averages"]["macro"]["f1"])],
+        ["macro PR AUC", fmt(metrics["averages"]["macro"]["pr_auc"])],
+        ["log loss", fmt(metrics["log_loss"])],
+        ["Brier score", fmt(metrics["brier"])],
+    ]
+    sections.append(
+        Section(
+            f"Results on {split}",
+            [
+                f"95% intervals from {unit}; n/a marks a value that is undefined on this split.",
+                Table(["metric", "value [95% CI]"], summary_rows),
+            ],
+        )
+    )
+    header = ["class", "support", "precision (PPV)", "sensitivity (recall)", "specificity", "F1", "NPV"]
+    rows = []
+    for cls in classes:
+        m, c = metrics["per_class"][cls], per_ci.get(cls, {})
+        rows.append(
+            [
+                cls,
+                str(m["support"]),
+                fmt(m["precision"]),
+                with_interval(m["recall"], c.get("recall")),
+                with_interval(m["specificity"], c.get("specificity")),
+                fmt(m["f1"]),
+                fmt(m["npv"]),
+            ]
+        )
+    for avg in ("macro", "weighted"):
+        a = metrics["averages"][avg]
+        rows.append(
+            [
+                f"{avg} average",
+                "",
+                fmt(a["precision"]),
+                fmt(a["recall"]),
+                fmt(a["specificity"]),
+                fmt(a["f1"]),
+                fmt(a["npv"]),
+            ]
+        )
+    auc_rows = [
+        [
+            cls,
+            with_interval(metrics["per_class"][cls]["roc_auc"], per_ci.get(cls, {}).get("roc_auc")),
+            fmt(metrics["per_class"][cls]["pr_auc"]),
+        ]
+        for cls in classes
+    ]
+    sections.append(
+        Section(
+            "Per class (one class vs the rest)",
+            [
+                Table(header, rows),
+                Table(["class", "ROC AUC [95% CI]", "PR AUC"], auc_rows),
+                Figure(out_dir / "confusion_matrix.png", "confusion matrix: counts and row-normalised"),
+                Figure(out_dir / "roc_pr.png", "ROC and precision-recall curves, one class vs the rest"),
+            ],
+        )
+    )
+
+    cal = metrics["calibration"]
+    cal_rows = [
+        [key, fmt(cal["raw"][key]), fmt(cal.get("calibrated", {}).get(key))]
+        for key in ("ece", "mce", "nll", "brier", "accuracy")
+    ]
+    stored = card.get("calibration") or {}
+    how = (
+        f"Calibrated by {stored.get('method', 'temperature')} scaling on the validation split"
+        + (f" (T = {card['temperature']:.3f})" if card.get("temperature") else "")
+        + "; every prediction applies it."
+        if "calibrated" in cal
+        else "Not calibrated: the probabilities are the network's own. `cnnlab calibrate RUN` fits temperature "
+        "scaling on the validation split."
+    )
+    sections.append(
+        Section(
+            "Calibration",
+            [
+                how,
+                Table(["on " + split, "raw", "calibrated"], cal_rows),
+                Figure(out_dir / "reliability.png", "reliability diagram: accuracy per confidence bin"),
+            ],
+        )
+    )
+
+    op = metrics.get("operating_point")
+    if op:
+        point, rates, cis = op["point"], op[split], op[f"{split}_intervals"]
+        target = f" (target sensitivity {point['target_sensitivity']})" if point.get("target_sensitivity") else ""
+        blocks: list[Any] = [
+            f"Positive: {', '.join(point['positive'])}. Threshold {point['value']:.4f} on the summed probability, "
+            f"chosen on the validation split by {point.get('method')}{target}.",
+            Table(
+                ["", "validation", f"{split} [95% CI]"],
+                [
+                    [key, fmt((point.get("val") or {}).get(key)), with_interval(rates[key], cis.get(key))]
+                    for key in ("sensitivity", "specificity", "ppv", "npv")
+                ],
+            ),
+        ]
+    else:
+        blocks = [
+            "No operating point is set: predictions take the most probable class. `cnnlab calibrate RUN --positive "
+            "CLASS --target-sensitivity 0.95` chooses one on the validation split."
+        ]
+    sections.append(Section("Operating point", blocks))
+    sections.append(
+        Section(
+            "Most confidently wrong",
+            [
+                f"{errors} of {metrics['images']:,} {split} images are misclassified; most confident first.",
+                Figure(
+                    out_dir / "confident_errors.png", "most confidently wrong images (true / predicted, confidence)"
+                ),
+            ],
+        )
+    )
+    return sections
