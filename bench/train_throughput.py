@@ -27,7 +27,7 @@ from torchvision import datasets, transforms
 from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.data.sources import locate
-from cnnlab.models import create_model
+from cnnlab.models import create_model, get_spec
 from cnnlab.workflow import train
 
 VARIANTS = {
@@ -39,21 +39,22 @@ VARIANTS = {
 }
 
 
-def tutorial_loop(raw_dir: Path, epochs: int) -> tuple[float, float]:
-    """(train images/s, test accuracy) of the tutorial-style loop."""
+def tutorial_loop(raw_dir: Path, epochs: int, model_name: str = "lenet5") -> tuple[float, float]:
+    """(train images/s, test accuracy) of the tutorial-style loop training `model_name`."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "FashionMNIST" / "raw"
         raw.mkdir(parents=True)
         for gz in raw_dir.glob("*-ubyte.gz"):  # torchvision expects the unpacked files
             with gzip.open(gz) as src, open(raw / gz.stem, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        tf = transforms.Compose([transforms.Resize(32), transforms.ToTensor()])
+        size = get_spec(model_name).input_size  # a tutorial resizes only when the network needs it
+        tf = transforms.Compose([*([transforms.Resize(size)] if size != 28 else []), transforms.ToTensor()])
         train_ds = datasets.FashionMNIST(tmp, train=True, transform=tf)
         test_ds = datasets.FashionMNIST(tmp, train=False, transform=tf)
         train_loader = DataLoader(train_ds, batch_size=128, shuffle=True)
         test_loader = DataLoader(test_ds, batch_size=256)
         torch.manual_seed(0)
-        model = create_model("lenet5", 10, 1, 32)
+        model = create_model(model_name, 10, 1, size)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         loss_fn = torch.nn.CrossEntropyLoss()
         seen, start = 0, time.perf_counter()
