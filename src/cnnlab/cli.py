@@ -55,7 +55,7 @@ def demo(
     epilog=(
         "Examples:  cnnlab train lenet5-mnist  |  cnnlab train --model simple_cnn --data mnist-sample --epochs 3"
         "  |  cnnlab train lenet5-fashion-mnist --set optim.lr=2e-3 --set train.precision=bf16"
-        "  |  cnnlab train lenet5-mnist --out runs/x --resume"
+        "  |  cnnlab train lenet5-mnist --out runs/x --resume  |  cnnlab train lenet5-fashion-mnist --nproc 2"
     )
 )
 def train(
@@ -75,8 +75,15 @@ def train(
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+    nproc: Annotated[
+        int, typer.Option(help="Data-parallel processes on this machine (torchrun, DistributedDataParallel).")
+    ] = 1,
 ) -> None:
-    """Train a model from a recipe and/or options; writes a run bundle."""
+    """Train a model from a recipe and/or options; writes a run bundle.
+
+    With --nproc N the run is N processes sharing each global batch (--batch-size stays the
+    global batch). Across machines, start `python -m cnnlab.cli train ...` under torchrun
+    (see the README); a checkpoint resumes with any number of processes."""
     from cnnlab.config import load_config
     from cnnlab.workflow import train as run_training
 
@@ -96,13 +103,36 @@ def train(
     if recipe is None and "name" not in values:
         values["name"] = f"{model or 'lenet5'}-{_slug(data or 'mnist-sample')}"
     cfg = load_config(recipe, overrides=set_ or [], values=values)
+    if nproc != 1:
+        _launch_processes(cfg, nproc, out or Path("runs") / cfg.name, overwrite, resume)
+        return
     try:
         summary = run_training(cfg, out, overwrite=overwrite, resume=resume, console=console)
     except KeyboardInterrupt:
         # Typer turns Ctrl-C into a bare exit; the checkpoints of finished epochs are kept.
         err.print("interrupted; continue the run with the same command and --resume")
         raise typer.Exit(130) from None
-    _print_summary(summary)
+    if summary is not None:  # the other ranks of a data-parallel job stay quiet
+        _print_summary(summary)
+
+
+def _launch_processes(cfg: Any, nproc: int, out: Path, overwrite: bool, resume: bool) -> None:
+    """Run this training as `nproc` processes through torchrun, from the resolved config."""
+    import tempfile
+
+    from cnnlab import bundle
+    from cnnlab.engine.distributed import launch
+
+    bundle.check_run_dir(out, overwrite=overwrite, resume=resume)  # fail here, before any process starts
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = Path(tmp) / f"{cfg.name}.yaml"
+        recipe.write_text(cfg.to_yaml())
+        args = ["train", str(recipe), "--out", str(out), *(["--overwrite"] if overwrite else []),
+                *(["--resume"] if resume else [])]  # fmt: skip
+        code = launch(nproc, args)
+    if code != 0:
+        err.print(f"[red]error:[/red] a training process failed (exit {code}); continue with --resume")
+        raise typer.Exit(1)
 
 
 @app.command(

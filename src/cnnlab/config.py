@@ -131,6 +131,8 @@ class TrainConfig:
     """torch.compile the model: helps LeNet-5, slows small CNNs, costs 20+ s cold."""
     threads: int | None = None
     """torch intra-op threads; default: torch's choice (one per core)."""
+    sync_bn: bool = False
+    """Data-parallel runs on GPUs: synchronise BatchNorm statistics across processes."""
     stages: tuple[StageConfig, ...] = ()
     """Transfer-learning stages run in order; empty: one stage training everything for `epochs`."""
     aux_weight: float = 0.4

@@ -27,6 +27,7 @@ from cnnlab.data.preprocess import (
 )
 from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source, pooled
 from cnnlab.data.splits import check_no_group_leak, fold_splits
+from cnnlab.engine import distributed
 from cnnlab.engine.fit import HISTORY_FIELDS, fit
 from cnnlab.engine.loop import evaluate_epoch
 from cnnlab.engine.losses import make_loss, probabilities
@@ -99,17 +100,25 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     console: Console | None = None,
-) -> TrainSummary:
-    console = console or Console(quiet=True)
+) -> TrainSummary | None:
+    """Train `cfg` into the bundle `out`. In a data-parallel job (torchrun) every rank trains and
+    rank 0 alone writes the bundle and prints; the other ranks return None."""
+    rank = distributed.setup()
+    console = console if console is not None and rank.main else Console(quiet=True)
     out = Path(out) if out is not None else Path("runs") / cfg.name
     spec = get_spec(cfg.model.name)
-    bundle.check_run_dir(out, overwrite=overwrite, resume=resume)
+    if rank.main:
+        bundle.check_run_dir(out, overwrite=overwrite, resume=resume)
     if cfg.data.source.startswith(FOLDER_PREFIX):  # recorded absolute: evaluate may run elsewhere
         folder = Path(cfg.data.source[len(FOLDER_PREFIX) :]).expanduser().resolve()
         cfg = cfg.replace(data=replace(cfg.data, source=f"{FOLDER_PREFIX}{folder}"))
     cfg = resolve_auto_weights(cfg, console)
     input_size = cfg.data.input_size or spec.input_size
+    if not rank.main:  # rank 0 decodes first and fills the cache the others then read
+        distributed.barrier()
     data = load_source(cfg.data, input_size, console)
+    if rank.main:
+        distributed.barrier()
     if spec.binary and len(data.classes) != 2:
         raise ModelError(f"{spec.name} is a binary model; {cfg.data.source} has {len(data.classes)} classes")
     try:
@@ -142,13 +151,19 @@ def train(
         balanced=cfg.data.sampler == "balanced",
         augment=build_augment(cfg.data.augment, input_size),
         mix=build_mix(cfg.data.mix, cfg.data.mix_alpha, len(data.classes)),
+        rank=rank.rank,
+        world=rank.world,
     )
-    val_batches = TensorBatches(*splits["val"], tc.eval_batch_size, mean, std, channels_last=tc.channels_last)
-    test_batches = TensorBatches(*splits["test"], tc.eval_batch_size, mean, std, channels_last=tc.channels_last)
+    val_batches, test_batches = (
+        TensorBatches(*splits[name], tc.eval_batch_size, mean, std, channels_last=tc.channels_last,
+                      rank=rank.rank, world=rank.world)
+        for name in ("val", "test")
+    )  # fmt: skip
 
-    created = bundle.prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    created = bundle.prepare_run_dir(out, overwrite=overwrite, resume=resume) if rank.main else False
     try:
-        bundle.write_config(out, cfg.to_yaml())
+        if rank.main:
+            bundle.write_config(out, cfg.to_yaml())
         result = fit(
             model,
             train_batches,
@@ -169,6 +184,8 @@ def train(
     model.load_state_dict(result.best_state)
     loss_fn = make_loss(spec.binary)
     test = evaluate_epoch(model, test_batches, loss_fn, binary=spec.binary, precision=tc.precision)
+    if not rank.main:
+        return None
     best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)
     diagnosis = diagnose(result.history, len(data.classes))
     plot_curves(result.history, diagnosis, out / bundle.CURVES, f"{spec.name} on {data.source}")
@@ -208,6 +225,7 @@ def train(
             "precision": tc.precision,
             "channels_last": tc.channels_last,
             "threads": torch.get_num_threads(),
+            "processes": rank.world,
         },
         "data": data_summary(data),
         "cnnlab_version": __version__,

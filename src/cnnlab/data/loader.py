@@ -26,9 +26,15 @@ class TensorBatches:
         balanced: bool = False,
         augment: Augment | None = None,
         mix: Mix | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         """`balanced`: each epoch draws N samples with every class equally likely (with
-        replacement); `augment` runs on uint8 pixels, `mix` on the normalised batch."""
+        replacement); `augment` runs on uint8 pixels, `mix` on the normalised batch.
+
+        With `world` > 1 (data-parallel training) `batch_size` is the global batch: every rank
+        draws the same order and takes every `world`-th image of each global batch, so the
+        ranks together see exactly the batches a single process would."""
         if len(images) != len(labels):
             raise ValueError("images and labels differ in length")
         self.images = images
@@ -41,6 +47,7 @@ class TensorBatches:
         self.balanced = balanced
         self.augment = augment
         self.mix = mix
+        self.rank, self.world = rank, world
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -48,11 +55,24 @@ class TensorBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+        return len(self._starts())
 
     @property
     def num_samples(self) -> int:
-        return len(self.images)
+        """Images this rank sees per epoch."""
+        n = len(self.images)
+        return sum(len(range(self.rank, min(self.batch_size, n - s), self.world)) for s in self._starts())
+
+    def _starts(self) -> range:
+        n = len(self.images)
+        # A last global batch smaller than the number of ranks would leave a rank without data
+        # (and the others waiting for it): data-parallel runs drop it.
+        end = (
+            n
+            if self.world == 1 or n % self.batch_size == 0 or n % self.batch_size >= self.world
+            else n - n % self.batch_size
+        )
+        return range(0, end, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.images)
@@ -64,12 +84,19 @@ class TensorBatches:
             order = torch.randperm(n, generator=gen)
         else:
             order = None
-        for start in range(0, n, self.batch_size):
-            if order is None:
+        sharded = self.world > 1
+        for start in self._starts():
+            if order is None and not sharded:
                 idx = slice(start, start + self.batch_size)
                 x, y = self.images[idx], self.labels[idx]
             else:
-                idx_t = order[start : start + self.batch_size]
+                idx_t = (
+                    order[start : start + self.batch_size]
+                    if order is not None
+                    else torch.arange(start, min(start + self.batch_size, n))
+                )
+                if sharded:
+                    idx_t = idx_t[self.rank :: self.world]
                 x, y = self.images[idx_t], self.labels[idx_t]
             if self.augment is not None:
                 x = self.augment(x)

@@ -19,6 +19,7 @@ from torch import nn
 from cnnlab.config import Config, StageConfig
 from cnnlab.data.augment import build_augment
 from cnnlab.data.loader import TensorBatches
+from cnnlab.engine import distributed
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.loop import NonFiniteLoss, evaluate_epoch, train_one_epoch
 from cnnlab.engine.losses import balanced_class_weights, make_loss
@@ -214,12 +215,13 @@ def fit(
             )
             skip_stage = index
             state.update(skip_stage=skip_stage, stop_reason=stop_reason)
-        save_checkpoint(checkpoint_dir / "last.pt", state)
-        if improved:
-            save_checkpoint(checkpoint_dir / "best.pt", state)
+        if distributed.current().main:  # one writer; every rank holds the same weights
+            save_checkpoint(checkpoint_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(checkpoint_dir / "best.pt", state)
+            if on_epoch is not None:
+                on_epoch(history)
         console.print(_epoch_line(row, len(plan), improved))
-        if on_epoch is not None:
-            on_epoch(history)
         if state["stops_stage"]:
             console.print(stop_reason)
     if best_state is None:
@@ -265,13 +267,16 @@ def _start_stage(
         prep = time.perf_counter() - start
         zero, one = torch.zeros(()), torch.ones(())  # features of any rank: identity "normalisation"
         train = TensorBatches(
-            *feats, train.batch_size, zero, one, shuffle=True, seed=train.seed, balanced=train.balanced
-        )
-        val = TensorBatches(*val_feats, val.batch_size, zero, one)
-        net = HeadOnly(model)
+            *feats, train.batch_size, zero, one, shuffle=True, seed=train.seed, balanced=train.balanced,
+            rank=train.rank, world=train.world,
+        )  # fmt: skip
+        val = TensorBatches(*val_feats, val.batch_size, zero, one, rank=val.rank, world=val.world)
+        net = distributed.wrap(HeadOnly(model))
         console.print(f"stage '{stage.name}': frozen features computed once in {prep:.1f} s")
-    elif tc.compile:
-        net = torch.compile(model)
+    else:
+        net = distributed.wrap(model, tc.sync_bn)
+        if tc.compile:
+            net = torch.compile(net)
     optimizer = make_optimizer(plan.groups, stage_optim)
     console.print(
         f"stage '{stage.name}': training {stage.trainable} ({plan.trainable_params:,} parameters), "
@@ -299,8 +304,9 @@ def loader_copy(batches: TensorBatches, **changes: Any) -> TensorBatches:
 
 
 def _in_order(batches: TensorBatches, advance: Callable[[int], None]):
-    """Every sample once, in order and unaugmented (features must line up with labels), with progress."""
-    source = loader_copy(batches, shuffle=False, balanced=False, augment=None, mix=None)
+    """Every sample once, in order and unaugmented (features must line up with labels), with
+    progress; in a data-parallel job every rank computes all of them and trains on its share."""
+    source = loader_copy(batches, shuffle=False, balanced=False, augment=None, mix=None, rank=0, world=1)
     for x, y in source:
         yield x, y
         advance(len(y))

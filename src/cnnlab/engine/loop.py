@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnlab.engine.distributed import all_finite, sum_across
 from cnnlab.engine.losses import LossFn, predicted_index, target_index
 
 
@@ -52,6 +53,7 @@ def train_one_epoch(
     aux_weight: float = 0.4,
 ) -> EpochStats:
     """Train over `batches`; raises NonFiniteLoss before a NaN/inf loss can update the weights.
+    In a data-parallel job the loss and accuracy are summed over every rank's images.
 
     `frozen` modules (BatchNorm layers of a frozen trunk) stay in eval mode. A model that
     leaves `aux_logits` after its forward (Inception's auxiliary head) adds their loss,
@@ -74,7 +76,7 @@ def train_one_epoch(
         aux = getattr(model, "aux_logits", None)
         if aux is not None:
             loss = loss + aux_weight * loss_fn(aux, y)
-        if not torch.isfinite(loss):
+        if not all_finite(loss):
             raise NonFiniteLoss(step, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -87,7 +89,8 @@ def train_one_epoch(
         if on_batch is not None:
             on_batch(n)
     seconds = time.perf_counter() - start
-    return EpochStats(float(total_loss) / max(seen, 1), int(correct) / max(seen, 1), seen, seconds)
+    loss_sum, right, seen = sum_across([float(total_loss), float(correct), seen])
+    return EpochStats(loss_sum / max(seen, 1), right / max(seen, 1), int(seen), seconds)
 
 
 @torch.inference_mode()
@@ -112,4 +115,5 @@ def evaluate_epoch(
         correct += int((predicted_index(logits, binary) == y).sum())
         seen += len(y)
     seconds = time.perf_counter() - start
-    return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen, seconds)
+    loss_sum, right, seen = sum_across([total_loss, correct, seen])
+    return EpochStats(loss_sum / max(seen, 1), right / max(seen, 1), int(seen), seconds)
