@@ -492,6 +492,13 @@ def calibrate(
     if calibration is not None:
         card["calibration"]["scores"] = clean(scores)
     point = None
+    if positive is None and target_sensitivity is not None:
+        raise DataError("--target-sensitivity needs --positive CLASS (or 'not CLASS')")
+    stored = card.get("threshold")
+    if positive is None and stored:
+        # The stored threshold was chosen on the old probabilities: choose it again, by its own
+        # rule, on the new ones.
+        positive, target_sensitivity = ",".join(stored["positive"]), stored.get("target_sensitivity")
     if positive is not None:
         chosen = parse_positive(positive, clf.classes)
         point = fit_operating_point(
@@ -503,8 +510,6 @@ def calibrate(
                 point.to_card(), clf.calibrated(test.logits).numpy(), test.labels, clf.classes, test.groups
             )
         card["threshold"] = clean(point.to_card())
-    elif target_sensitivity is not None:
-        raise DataError("--target-sensitivity needs --positive CLASS (or 'not CLASS')")
     figure = run_dir / "eval" / "calibration.png"
     figure.parent.mkdir(exist_ok=True)
     panels = []
