@@ -97,7 +97,6 @@ def explain_files(
 ) -> Iterator[ExplainedImage]:
     """Overlays for every file, a batch at a time; yields one result per file as it goes, so memory
     does not grow with the folder. Unreadable files get their reason; the others still run."""
-    from cnnlab.engine.losses import probabilities
     from cnnlab.export.predictor import _heat_on_image
 
     if not paths:
@@ -113,7 +112,7 @@ def explain_files(
             if good:
                 x = clf.normalized(torch.stack([px for _, _, px in good]))
                 heat, logits = cam.explain(x, None if target is None else [target] * len(good))
-                proba = probabilities(logits, clf.binary, clf.temperature).numpy()
+                proba = clf.calibrated(logits).numpy()
                 for (path, image, _), h, row in zip(good, heat, proba, strict=True):
                     index = int(row.argmax()) if target is None else target
                     item = ExplainedImage(str(path), clf.classes[index], float(row[index]))
@@ -171,7 +170,6 @@ def faithfulness(
 ) -> Faithfulness:
     """Deletion/insertion areas of the CAM and of random maps (smooth noise at the CAM layer's
     resolution, upsampled the same way) for the predicted class of every readable image."""
-    from cnnlab.engine.losses import probabilities
 
     generator = torch.Generator().manual_seed(seed)
     per_image: list[dict[str, float]] = []
@@ -189,7 +187,7 @@ def faithfulness(
             for f in fractions:
                 keep = ranks < round(float(f) * h * w)
                 mixed = torch.where(keep, x, canvas) if insert else torch.where(keep, canvas, x)
-                p = probabilities(clf.model(mixed).float(), clf.binary, clf.temperature)
+                p = clf.calibrated(clf.model(mixed).float())
                 scores.append(p[torch.arange(n), index])
         curve = torch.stack(scores, dim=1).numpy()
         return np.trapezoid(curve, dx=1.0 / steps, axis=1)
@@ -203,7 +201,7 @@ def faithfulness(
                 continue
             x = clf.normalized(torch.stack([d[2] for d in decoded]))
             heat, logits = cam.explain(x)
-            index = [int(i) for i in probabilities(logits, clf.binary, clf.temperature).argmax(1)]
+            index = [int(i) for i in clf.calibrated(logits).argmax(1)]
             cam_map = torch.from_numpy(heat)
             fh, fw = _layer_resolution(cam, x)
             noise = torch.rand(len(x), 1, fh, fw, generator=generator)
