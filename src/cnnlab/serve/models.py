@@ -1,0 +1,95 @@
+"""The bundles a service holds: several versions per model name, one of them active."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import BundleError
+from cnnlab.export.predictor import Classifier, load
+from cnnlab.serve.store import Store
+
+VERSION_CHARS = 12
+"""A version is the first hex digits of the weights' sha256: stable, and the same on every machine."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    sha256: str
+    created_at: str
+    run_dir: Path
+    classifier: Classifier
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held for every forward pass: a CAM's hooks on the shared module must not see another request's pass."""
+
+    def describe(self, active: bool) -> dict[str, Any]:
+        card = self.classifier.card
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "created_at": self.created_at,
+            "architecture": card.get("architecture"),
+            "classes": self.classifier.classes,
+            "calibrated": bool(card.get("temperature") or card.get("calibration")),
+            "operating_point": card.get("threshold"),
+            "active": active,
+        }
+
+
+def load_model(run_dir: Path) -> LoadedModel:
+    clf = load(run_dir)
+    card = clf.card
+    sha = str(card["weights_sha256"])
+    return LoadedModel(str(card["name"]), sha[:VERSION_CHARS], sha, str(card.get("created_at", "")), run_dir, clf)
+
+
+class ModelRegistry:
+    """Swapping the active version is one dict assignment: a request that already holds its
+    `LoadedModel` finishes on it, the next one gets the new version."""
+
+    def __init__(self, models: list[LoadedModel], store: Store) -> None:
+        self._versions: dict[str, dict[str, LoadedModel]] = {}
+        for m in models:
+            same = self._versions.setdefault(m.name, {})
+            if m.version in same:
+                raise BundleError(f"{m.run_dir} and {same[m.version].run_dir} hold the same model {m.name}@{m.version}")
+            same[m.version] = m
+        self._store = store
+        self._active: dict[str, LoadedModel] = {}
+        for name, versions in self._versions.items():
+            chosen = store.activation(name)
+            newest = max(versions.values(), key=lambda m: m.created_at)
+            self._active[name] = versions.get(chosen or "", newest)
+
+    @classmethod
+    def from_runs(cls, runs: list[Path], store: Store) -> ModelRegistry:
+        return cls([load_model(Path(r)) for r in runs], store)
+
+    def names(self) -> list[str]:
+        return sorted(self._versions)
+
+    def active(self, name: str) -> LoadedModel | None:
+        return self._active.get(name)
+
+    def versions(self, name: str) -> dict[str, LoadedModel]:
+        return self._versions.get(name, {})
+
+    def all(self) -> list[LoadedModel]:
+        return [m for name in self.names() for m in sorted(self._versions[name].values(), key=lambda m: m.created_at)]
+
+    def is_active(self, model: LoadedModel) -> bool:
+        return self._active.get(model.name) is model
+
+    def activate(self, name: str, version: str, by: str | None) -> LoadedModel | None:
+        """The model now active, or None when that name or version is not loaded."""
+        model = self._versions.get(name, {}).get(version)
+        if model is None:
+            return None
+        self._store.set_activation(name, version, by)
+        self._active[name] = model
+        return model

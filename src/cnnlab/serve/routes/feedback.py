@@ -1,0 +1,144 @@
+"""Clinician feedback and the review queue of low-confidence cases."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from cnnlab.serve.security import Clinician
+from cnnlab.serve.store import FeedbackRow, PredictionRow, ReviewItem, as_utc
+
+router = APIRouter(prefix="/v1", tags=["feedback"])
+
+NOTE_MAX = 4000
+
+
+class FeedbackIn(BaseModel):
+    request_id: str = Field(max_length=64, description="The request id a prediction returned.")
+    label: str = Field(max_length=200, description="The clinician's label: one of the model's classes.")
+    agrees: bool | None = Field(None, description="Agreement with the prediction (default: label == predicted).")
+    note: str = Field("", max_length=NOTE_MAX)
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    request_id: str
+    label: str
+    agrees: bool
+    reviewer: str | None
+    created_at: datetime
+
+
+class ReviewEntry(BaseModel):
+    id: int
+    request_id: str
+    created_at: datetime
+    reasons: list[str]
+    model_name: str
+    model_version: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class ResolveIn(BaseModel):
+    label: str | None = Field(None, max_length=200, description="The clinician's label; also stored as feedback.")
+    note: str = Field("", max_length=NOTE_MAX)
+
+
+class ResolveOut(BaseModel):
+    id: int
+    status: str
+    resolved_by: str | None
+    resolved_at: datetime | None
+    label: str | None
+
+
+def _classes_of(request: Request, pred: PredictionRow) -> list[str]:
+    model = request.app.state.models.versions(pred.model_name).get(pred.model_version)
+    return model.classifier.classes if model else list(json.loads(pred.probs_json))
+
+
+def _check_label(request: Request, pred: PredictionRow, label: str) -> None:
+    classes = _classes_of(request, pred)
+    if label not in classes:
+        raise HTTPException(422, f"label must be one of the model's classes ({', '.join(classes)}), not '{label}'")
+
+
+@router.post("/feedback", response_model=FeedbackOut, summary="A clinician's label for a prediction (clinician)")
+def feedback(request: Request, who: Clinician, body: FeedbackIn) -> FeedbackOut:
+    store = request.app.state.store
+    pred = store.prediction(body.request_id)
+    if pred is None:
+        raise HTTPException(404, f"no prediction with request id '{body.request_id}'")
+    request.state.model_version = pred.model_version
+    request.state.input_sha256 = pred.input_sha256
+    _check_label(request, pred, body.label)
+    row = store.add_feedback(
+        FeedbackRow(
+            request_id=pred.request_id,
+            reviewer=who.key_id,
+            label=body.label,
+            agrees=body.label == pred.label if body.agrees is None else body.agrees,
+            note=body.note,
+            image_file=pred.image_file,
+        )
+    )
+    return FeedbackOut(
+        id=row.id, request_id=row.request_id, label=row.label, agrees=row.agrees, reviewer=row.reviewer,
+        created_at=as_utc(row.created_at),
+    )  # fmt: skip
+
+
+def _entry(item: ReviewItem, pred: PredictionRow) -> ReviewEntry:
+    return ReviewEntry(
+        id=item.id,
+        request_id=item.request_id,
+        created_at=as_utc(item.created_at),
+        reasons=[r for r in item.reasons.split(",") if r],
+        model_name=pred.model_name,
+        model_version=pred.model_version,
+        label=pred.label,
+        confidence=pred.confidence,
+        probabilities=json.loads(pred.probs_json),
+    )
+
+
+@router.get("/review-queue", response_model=list[ReviewEntry], summary="Pending cases, oldest first (clinician)")
+def review_queue(
+    request: Request, _who: Clinician, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[ReviewEntry]:
+    return [_entry(item, pred) for item, pred in request.app.state.store.review_queue(limit)]
+
+
+@router.post(
+    "/review-queue/{item_id}/resolve",
+    response_model=ResolveOut,
+    summary="Close a pending case, optionally with the clinician's label (clinician)",
+    responses={404: {"description": "No such item"}, 409: {"description": "Already resolved"}},
+)
+def resolve(request: Request, who: Clinician, item_id: int, body: ResolveIn) -> ResolveOut:
+    store = request.app.state.store
+    found = store.review_item(item_id)
+    if found is None:
+        raise HTTPException(404, f"no review item {item_id}")
+    _item, pred = found
+    request.state.model_version = pred.model_version
+    if body.label is not None:
+        _check_label(request, pred, body.label)
+    agrees = None if body.label is None else body.label == pred.label
+    item = store.resolve_review(item_id, who.key_id, body.label, body.note, agrees)
+    if item is None:
+        raise HTTPException(409, f"review item {item_id} is already resolved")
+    resolved_at = as_utc(item.resolved_at) if item.resolved_at else None
+    return ResolveOut(
+        id=item.id,
+        status=item.status,
+        resolved_by=item.resolved_by,
+        resolved_at=resolved_at,
+        label=item.resolution_label,
+    )

@@ -1,0 +1,49 @@
+"""Probes, metrics and the API description."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cnnlab.serve.security import DocsReader, MetricsReader
+
+router = APIRouter()
+log = logging.getLogger("cnnlab.serve")
+
+
+@router.get("/healthz", tags=["health"], summary="The process answers (public)")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], summary="A model is loaded and the database takes writes (public)")
+def readyz(request: Request) -> dict[str, Any]:
+    models = request.app.state.models
+    if not models.names():
+        raise HTTPException(503, "no model is loaded")
+    try:
+        request.app.state.store.check_writable()
+    except Exception as exc:
+        log.warning("readiness: the database refused a write (%s)", exc.__class__.__name__)
+        raise HTTPException(503, "the database does not take writes") from None
+    return {"status": "ready", "models": {name: models.active(name).version for name in models.names()}}
+
+
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics (viewer, unless public_metrics)")
+def metrics(request: Request, _who: MetricsReader) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request, _who: DocsReader) -> dict[str, Any]:
+    return request.app.openapi()
+
+
+@router.get("/docs", include_in_schema=False)
+def docs(request: Request, _who: DocsReader) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)

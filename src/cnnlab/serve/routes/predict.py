@@ -1,0 +1,204 @@
+"""POST /v1/predict: an uploaded image in, a calibrated triage answer out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from PIL import Image
+from pydantic import BaseModel
+
+from cnnlab.data.decode import decode_bytes, decode_image, sniff_format
+from cnnlab.errors import DataError
+from cnnlab.explain.cam import METHODS, overlay
+from cnnlab.export.predictor import operating_decision
+from cnnlab.fileio import atomic_write_bytes
+from cnnlab.serve.models import LoadedModel
+from cnnlab.serve.security import Clinician
+from cnnlab.serve.store import PredictionRow
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "DICOM")
+"""Narrower than the decoder's list: what a triage service receives, nothing else."""
+UPLOAD_NAME = "upload"
+"""What decoder messages call the file: the client's file name may itself be patient data."""
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    sha256: str
+
+
+class Explanation(BaseModel):
+    method: str
+    overlay_png_base64: str
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: ModelInfo
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    calibrated: bool
+    decision: str | None
+    needs_review: bool
+    review_reasons: list[str]
+    explanation: Explanation | None = None
+
+
+@dataclass
+class _Work:
+    proba: np.ndarray
+    kept_png: bytes
+    overlay_png: bytes | None
+
+
+def pick_model(request: Request, name: str | None) -> LoadedModel:
+    models = request.app.state.models
+    names = models.names()
+    if name is None:
+        if len(names) != 1:
+            raise HTTPException(422, f"several models are served; choose one with ?model= ({', '.join(names)})")
+        name = names[0]
+    model = models.active(name)
+    if model is None:
+        raise HTTPException(404, f"no model named '{name}' is served")
+    return model
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    # A fresh image from the array alone: no text chunks, no metadata from the upload.
+    buf = io.BytesIO()
+    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _run(model: LoadedModel, data: bytes, method: str | None) -> _Work:
+    """Decode, predict and explain; runs in a worker thread under the request timeout."""
+    clf = model.classifier
+    if sniff_format(data[:132]) not in ACCEPTED_FORMATS:
+        raise _Unsupported("the upload is not a PNG, JPEG or DICOM image")
+    image, info = decode_bytes(data, UPLOAD_NAME)
+    natural = decode_image(image, info.channels)
+    pixels = decode_image(image, clf.preprocessing.channels)
+    with model.lock:
+        proba = clf.predict_proba([pixels])[0]
+        heat = clf.explain(pixels, method=method, class_index=int(proba.argmax())) if method else None
+    return _Work(proba, _png(natural), None if heat is None else _png(overlay(natural, heat)))
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def review_reasons(model: LoadedModel, proba: np.ndarray, threshold: float, margin: float) -> list[str]:
+    reasons = []
+    if float(proba.max()) < threshold:
+        reasons.append("low_confidence")
+    point: dict[str, Any] | None = model.classifier.card.get("threshold")
+    if point:
+        classes = model.classifier.classes
+        score = sum(float(proba[classes.index(c)]) for c in point["positive"])
+        if abs(score - float(point["value"])) < margin:
+            reasons.append("near_operating_point")
+    return reasons
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    summary="Classify one PNG, JPEG or DICOM image (clinician)",
+    responses={
+        413: {"description": "Upload over the size limit"},
+        415: {"description": "Not an allowed image format"},
+        422: {"description": "Damaged or too large an image"},
+        503: {"description": "At the concurrency limit"},
+        504: {"description": "The model did not answer in time"},
+    },
+)
+async def predict(
+    request: Request,
+    who: Clinician,
+    file: Annotated[UploadFile, File(description="The image: PNG, JPEG or DICOM (pixel data only is used).")],
+    model: Annotated[str | None, Query(description="Model name; needed when several are served.")] = None,
+    explain: Annotated[str | None, Query(description=f"A CAM method for an overlay: {', '.join(METHODS)}.")] = None,
+) -> PredictResponse:
+    settings = request.app.state.settings
+    state = request.state
+    started = time.perf_counter()
+    chosen = pick_model(request, model)  # held to the end: an activation meanwhile does not change this request
+    state.model_version = chosen.version
+    if explain is not None and explain not in METHODS:
+        raise HTTPException(422, f"explain must be one of {', '.join(METHODS)}, not '{explain}'")
+    data = await file.read()
+    state.input_sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        with anyio.fail_after(settings.request_timeout_s):
+            # abandon_on_cancel: a hung model keeps its thread, but the request answers 504 on time.
+            work = await anyio.to_thread.run_sync(lambda: _run(chosen, data, explain), abandon_on_cancel=True)
+    except TimeoutError:
+        state.outcome = "timeout"
+        raise HTTPException(504, f"the model did not answer within {settings.request_timeout_s:g} s") from None
+    except _Unsupported as exc:
+        state.outcome = "unsupported_format"
+        raise HTTPException(415, str(exc)) from None
+    except DataError as exc:
+        state.outcome = "undecodable"
+        raise HTTPException(422, str(exc)) from None
+
+    clf = chosen.classifier
+    proba = work.proba
+    index = int(proba.argmax())
+    reasons = review_reasons(chosen, proba, settings.review_threshold, settings.operating_margin)
+    image_file = f"{secrets.token_hex(16)}.png"
+    request_id = str(state.request_id)
+    probs = {c: float(p) for c, p in zip(clf.classes, proba, strict=True)}
+    decision = operating_decision(clf.card.get("threshold"), clf.classes, proba)
+    row = PredictionRow(
+        request_id=request_id,
+        key_id=who.key_id,
+        model_name=chosen.name,
+        model_version=chosen.version,
+        input_sha256=state.input_sha256,
+        image_file=image_file,
+        label=clf.classes[index],
+        confidence=float(proba[index]),
+        probs_json=json.dumps(probs, sort_keys=True),
+        decision=decision,
+        needs_review=bool(reasons),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+    def persist() -> None:
+        atomic_write_bytes(settings.images_dir / image_file, work.kept_png)
+        request.app.state.store.add_prediction(row, reasons)
+
+    await anyio.to_thread.run_sync(persist)
+    state.outcome = "needs_review" if reasons else "predicted"
+    request.app.state.metrics.predictions.labels(chosen.name, chosen.version, row.label).inc()
+    return PredictResponse(
+        request_id=request_id,
+        model=ModelInfo(name=chosen.name, version=chosen.version, sha256=chosen.sha256),
+        label=row.label,
+        confidence=row.confidence,
+        probabilities=probs,
+        calibrated=bool(clf.card.get("temperature") or clf.card.get("calibration")),
+        decision=decision,
+        needs_review=bool(reasons),
+        review_reasons=reasons,
+        explanation=None
+        if work.overlay_png is None
+        else Explanation(method=str(explain), overlay_png_base64=base64.b64encode(work.overlay_png).decode()),
+    )

@@ -1,0 +1,39 @@
+"""What one service instance needs to know, from arguments or `CNNLAB_SERVE_*` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DB_FILE = "serve.db"
+
+
+class ServeSettings(BaseSettings):
+    """Settings of one service instance; nothing is read until an instance is made."""
+
+    model_config = SettingsConfigDict(env_prefix="CNNLAB_SERVE_", extra="forbid")
+
+    runs: list[Path] = Field(default_factory=list, description="Bundle directories to load.")
+    state_dir: Path = Field(Path("serve-state"), description="Database (SQLite default) and kept images.")
+    db_url: str | None = Field(None, description="Any SQLAlchemy URL; default: a SQLite file in state_dir.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    review_threshold: float = Field(0.8, ge=0.0, le=1.0, description="Calibrated confidence below it needs review.")
+    operating_margin: float = Field(
+        0.05, ge=0.0, le=0.5, description="A positive score this close to the card's operating point needs review."
+    )
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(4, ge=1, description="Requests under /v1 at once; more are answered 503 at once.")
+    public_docs: bool = False
+    public_metrics: bool = False
+
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.state_dir / DB_FILE).resolve()}"
+
+    @property
+    def images_dir(self) -> Path:
+        """Decoded, metadata-free PNGs of predicted images, for review and retraining."""
+        return self.state_dir / "images"

@@ -1,0 +1,78 @@
+"""A service over the tiny trained bundle, a fresh state directory per test, and keys of every role."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnlab import bundle
+from cnnlab.serve.app import create_app
+from cnnlab.serve.security import Role, create_key
+from cnnlab.serve.settings import ServeSettings
+
+
+def png_bytes(seed: int = 0, size: int = 28) -> bytes:
+    """A grey noise image: the tiny LeNet is unsure about it, so it lands in the review queue."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def upload(data: bytes, name: str = "image.png") -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (name, data, "application/octet-stream")}
+
+
+@pytest.fixture(scope="session")
+def second_version(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model name with slightly different weights, created later: a second version."""
+    out = tmp_path_factory.mktemp("bundle-v2") / "run"
+    shutil.copytree(trained_bundle, out, ignore=shutil.ignore_patterns("checkpoints", "eval", "explain", "export"))
+    card = bundle.read_card(out)
+    state = bundle.load_state(out, card)
+    state = {k: v + 1e-4 if v.is_floating_point() else v for k, v in state.items()}
+    card["weights_sha256"] = bundle.save_weights(state, out / bundle.WEIGHTS)
+    card["created_at"] = (datetime.now(UTC) + timedelta(minutes=1)).isoformat(timespec="seconds")
+    (out / bundle.CARD).write_text(json.dumps(card))
+    return out
+
+
+@pytest.fixture
+def settings(trained_bundle: Path, tmp_path: Path) -> ServeSettings:
+    return ServeSettings(runs=[trained_bundle], state_dir=tmp_path / "state", review_threshold=1.0)
+
+
+class Service:
+    """A TestClient with a key per role."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.app = client.app
+        store = self.app.state.store
+        self.keys = {role.name: create_key(store, role, f"test-{role.name}")[1] for role in Role}
+
+    def headers(self, role: str | None) -> dict[str, str]:
+        return {"X-API-Key": self.keys[role]} if role else {}
+
+    def predict(self, data: bytes, role: str | None = "clinician", query: str = "") -> object:
+        return self.client.post(f"/v1/predict{query}", files=upload(data), headers=self.headers(role))
+
+
+@pytest.fixture
+def service(settings: ServeSettings) -> Iterator[Service]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield Service(client)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
