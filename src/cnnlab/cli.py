@@ -753,6 +753,175 @@ def calc(
     console.print(f"receptive field grows by {c.receptive_growth} x the input's jump")
 
 
+# ------------------------------------------------------------------ the triage service (cnnlab serve)
+StateDirOpt = Annotated[
+    Path, typer.Option("--state-dir", help="The service's state: its SQLite database and kept images.")
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="A SQLAlchemy URL, e.g. postgresql://... (default: SQLite in --state-dir).")
+]
+DEFAULT_STATE_DIR = Path("serve-state")
+
+
+def _serve_settings(state_dir: Path, db: str | None, **more: Any) -> Any:
+    from pydantic import ValidationError
+
+    from cnnlab.serve.settings import ServeSettings
+
+    try:
+        return ServeSettings(state_dir=state_dir, db_url=db, **more)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CnnlabError(f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}") from None
+
+
+def _service_store(state_dir: Path, db: str | None, create: bool = False) -> Any:
+    """The service's database; only `keys create` may start a new one."""
+    from cnnlab.serve.settings import DB_FILE
+    from cnnlab.serve.store import Store
+
+    settings = _serve_settings(state_dir, db)
+    if db is None and not create and not (state_dir / DB_FILE).is_file():
+        raise CnnlabError(f"no service database in {state_dir}; pass the --state-dir or --db that `cnnlab serve` uses")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return Store(settings.database_url())
+
+
+@app.command(
+    epilog="Examples:  cnnlab serve runs/lite0-xray  |  cnnlab serve runs/xray-v1 runs/xray-v2 --port 8443 "
+    "--ssl-certfile cert.pem --ssl-keyfile key.pem"
+)
+def serve(
+    runs: Annotated[list[Path], typer.Argument(help="Bundles to serve; the newest per model name starts active.")],
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+    review_threshold: Annotated[
+        float, typer.Option(help="Calibrated confidence under which a case goes to the review queue.")
+    ] = 0.8,
+    ssl_certfile: Annotated[Path | None, typer.Option("--ssl-certfile", help="TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="TLS private key (PEM).")] = None,
+) -> None:
+    """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback and a review queue (API keys needed)."""
+    import uvicorn
+
+    from cnnlab.serve.app import create_app
+
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise CnnlabError("--ssl-certfile and --ssl-keyfile go together")
+    for path in (ssl_certfile, ssl_keyfile):
+        if path is not None and not path.is_file():
+            raise CnnlabError(f"{path}: no such file")
+    settings = _serve_settings(state_dir, db, runs=runs, host=host, port=port, review_threshold=review_threshold)
+    application = create_app(settings)
+    scheme = "https" if ssl_certfile else "http"
+    names = ", ".join(f"{m.name}@{m.version}" for m in application.state.models.all())
+    err.print(f"serving {names} on {scheme}://{host}:{port} (state in {state_dir}); create a key: cnnlab keys create")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        log_level="info",
+    )
+
+
+keys_app = typer.Typer(help="API keys for `cnnlab serve`: roles viewer, clinician, admin.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create", epilog="Example:  cnnlab keys create --role clinician --name dr-smith")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer, clinician or admin.")],
+    name: Annotated[str, typer.Option(help="Who or what holds it.")] = "",
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from cnnlab.serve.security import create_key, parse_role
+
+    parsed = parse_role(role)
+    store = _service_store(state_dir, db, create=True)
+    try:
+        key_id, key = create_key(store, parsed, name)
+    finally:
+        store.close()
+    err.print(f"created {parsed.name} key {key_id}; it is shown once, store it now:")
+    console.print(key)
+
+
+@keys_app.command("list", epilog="Example:  cnnlab keys list --state-dir serve-state")
+def keys_list(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -> None:
+    """Every key's id, role, name and state (never the key)."""
+    store = _service_store(state_dir, db)
+    try:
+        rows = store.list_keys()
+    finally:
+        store.close()
+    table = Table("key id", "role", "name", "created", "state")
+    for row in rows:
+        revoked = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+        table.add_row(row.key_id, row.role, row.name, f"{row.created_at:%Y-%m-%d %H:%M}", revoked)
+    console.print(table)
+
+
+@keys_app.command("revoke", epilog="Example:  cnnlab keys revoke cnl_1a2b3c4d")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id `cnnlab keys list` shows.")],
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+) -> None:
+    """Revoke a key: requests with it are refused (401) from now on."""
+    store = _service_store(state_dir, db)
+    try:
+        if not store.revoke_key(key_id):
+            raise CnnlabError(f"no active key with id '{key_id}'")
+    finally:
+        store.close()
+    console.print(f"revoked {key_id}")
+
+
+audit_app = typer.Typer(help="The service's append-only, hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify", epilog="Example:  cnnlab audit verify --state-dir serve-state")
+def audit_verify(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -> None:
+    """Recompute the hash chain; exit 1 naming the first edited row or the row after a deleted one."""
+    store = _service_store(state_dir, db)
+    try:
+        count, problem = store.verify_audit()
+    finally:
+        store.close()
+    if problem is not None:
+        err.print(f"[red]audit log tampered:[/red] row {problem.row_id} ({problem.reason}); {count} rows read")
+        raise typer.Exit(1)
+    console.print(f"audit log intact: {count} rows, hash chain verified")
+
+
+feedback_app = typer.Typer(help="Clinician feedback collected by `cnnlab serve`.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export", epilog="Example:  cnnlab feedback export --out data/feedback-1")
+def feedback_export(
+    out: Annotated[Path, typer.Option("--out", help="A new folder for the class-folder data set.")],
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+) -> None:
+    """Write the reviewed images as OUT/<label>/*.png plus metadata.csv, ready for `--data folder:OUT`."""
+    from cnnlab.serve.export import export_feedback
+
+    store = _service_store(state_dir, db)
+    try:
+        written, missing = export_feedback(store, state_dir / "images", out)
+    finally:
+        store.close()
+    console.print(f"exported {written} reviewed images to {out}" + (f" ({missing} images missing)" if missing else ""))
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.split(":")[-1].rstrip("/").split("/")[-1]).strip("-")
 
