@@ -259,11 +259,14 @@ def main() -> None:
             if python is not None:
                 print(f"{net.label}: the seed's Keras code ...", flush=True)
                 results.append(keras_peer(python, net, epochs[key], data_dir))
+                print(f"  {results[-1]}", flush=True)
             print(f"{net.label}: cnnlab ...", flush=True)
             ours, images = cnnlab_run(net, epochs[key], Path(tmp), args.threads)
             results.append(ours)
+            print(f"  {ours}", flush=True)
             print(f"{net.label}: the PyTorch tutorial loop ...", flush=True)
             results.append(tutorial_run(net, epochs[key], data_dir, images))
+            print(f"  {results[-1]}", flush=True)
             flops[key] = 3 * forward_flops_per_image(net.model) * images / ours.train_spe
     peak = gemm_rate()
     print_table(results)
