@@ -32,7 +32,7 @@ HISTORY = "history.csv"
 CURVES = "curves.png"
 CHECKPOINTS = "checkpoints"
 CARD_FORMAT = "cnnlab-bundle/1"
-_OWNED = (CARD, WEIGHTS, CONFIG, HISTORY, CURVES, CHECKPOINTS, "eval", "explain", "export")
+_OWNED = (CARD, WEIGHTS, CONFIG, HISTORY, CURVES, CHECKPOINTS, "reference.safetensors", "eval", "explain", "export")
 
 
 def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:

@@ -34,6 +34,7 @@ from cnnlab.engine.losses import make_loss, probabilities
 from cnnlab.errors import DataError, ModelError
 from cnnlab.evaluation.calibration import Calibration, calibration_scores, fit_calibration, reliability
 from cnnlab.evaluation.diagnosis import diagnose
+from cnnlab.evaluation.drift import REFERENCE, reference_sample, save_reference
 from cnnlab.evaluation.metrics import (
     bootstrap,
     classification_metrics,
@@ -191,6 +192,10 @@ def train(
     plot_curves(result.history, diagnosis, out / bundle.CURVES, f"{spec.name} on {data.source}")
     bundle.write_history(out / bundle.HISTORY, result.history, HISTORY_FIELDS)
     weights_sha = bundle.save_weights(model.state_dict(), out / bundle.WEIGHTS)
+    # What a deployed model's inputs are later compared with (drift, `cnnlab serve`'s /v1/monitor).
+    ref_embeddings, ref_predicted = reference_sample(model, splits["val"][0], mean, std, spec.binary, tc.seed)
+    save_reference(out, ref_embeddings, ref_predicted)
+    ref_counts = np.bincount(ref_predicted, minlength=len(data.classes))
     card = {
         "format": bundle.CARD_FORMAT,
         "name": cfg.name,
@@ -228,6 +233,13 @@ def train(
             "processes": rank.world,
         },
         "data": data_summary(data),
+        "reference": {
+            "file": REFERENCE,
+            "split": "val",
+            "images": len(ref_predicted),
+            "dimensions": int(ref_embeddings.shape[1]),
+            "predicted_distribution": dict(zip(data.classes, (ref_counts / ref_counts.sum()).tolist(), strict=True)),
+        },
         "cnnlab_version": __version__,
         "torch_version": torch.__version__,
         "python": platform.python_version(),

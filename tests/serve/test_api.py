@@ -216,14 +216,14 @@ def test_in_flight_request_finishes_on_its_version(
         models = client.app.state.models
         started_on = models.active("tiny")
         entered, release = threading.Event(), threading.Event()
-        real = started_on.classifier.predict_proba
+        real = started_on.classifier.proba_and_embedding
 
         def slow(images: object) -> object:
             entered.set()
             release.wait(10)
             return real(images)
 
-        started_on.classifier.predict_proba = slow
+        started_on.classifier.proba_and_embedding = slow
         result: dict = {}
         worker = threading.Thread(target=lambda: result.update(r=service.predict(png_bytes())))
         worker.start()

@@ -80,14 +80,14 @@ def blocking_model(service: Service) -> tuple[threading.Event, threading.Event]:
     """Make the model wait for `release`; `entered` is set once a request is inside it."""
     entered, release = threading.Event(), threading.Event()
     clf = service.app.state.models.active("tiny").classifier
-    real = clf.predict_proba
+    real = clf.proba_and_embedding
 
     def blocked(images: object) -> object:
         entered.set()
         release.wait(30)
         return real(images)
 
-    clf.predict_proba = blocked
+    clf.proba_and_embedding = blocked
     return entered, release
 
 
@@ -133,7 +133,7 @@ def test_unexpected_error_is_500_without_traceback_or_path(service: Service, cap
     def broken(images: object) -> object:
         raise RuntimeError("/srv/secret/model/path.py exploded")
 
-    service.app.state.models.active("tiny").classifier.predict_proba = broken
+    service.app.state.models.active("tiny").classifier.proba_and_embedding = broken
     response = service.predict(png_bytes())
     assert response.status_code == 500
     assert set(response.json()) == {"detail", "request_id"}

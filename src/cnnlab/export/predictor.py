@@ -16,6 +16,7 @@ from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import Preprocessing, fit_all, image_to_input, normalize, stats_tensors
 from cnnlab.engine.losses import probabilities
 from cnnlab.errors import DataError
+from cnnlab.models.registry import pooled_embedding
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,14 @@ class Classifier:
 
     def proba_from_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         return self.calibrated(self.logits_from_pixels(pixels)).numpy()
+
+    @torch.inference_mode()
+    def proba_and_embedding(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and the penultimate-layer embedding (the trunk's output, averaged
+        over space) of uint8 network-ready pixels, from one forward pass (eager torch model)."""
+        features = self.model.forward_features(self.normalized(pixels))
+        logits = self.model.forward_head(features).float()
+        return self.calibrated(logits).numpy(), pooled_embedding(features)
 
     def predict_proba(self, images: Any) -> np.ndarray:
         """(N, num_classes) probabilities, calibrated when the card holds a calibration."""

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -190,3 +191,10 @@ def num_outputs(num_classes: int, binary: bool) -> int:
 def _load_builtin_models() -> None:
     # Importing the model modules runs their @register_model decorators.
     from cnnlab.models import classic, zoo  # noqa: F401
+
+
+def pooled_embedding(features: torch.Tensor) -> np.ndarray:
+    """(N, D) float32 embeddings from `forward_features` output: a feature map averaged over its
+    spatial positions, or flat features as they are (what drift monitoring compares)."""
+    pooled = features.float().mean(dim=(2, 3)) if features.ndim == 4 else features.float().flatten(1)
+    return pooled.detach().numpy().astype("float32")

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cnnlab import __version__
 from cnnlab.serve.metrics import ServiceMetrics
 from cnnlab.serve.models import ModelRegistry
+from cnnlab.serve.monitor import Monitor
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import Store
 
@@ -29,7 +30,7 @@ _OUTCOMES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 413: "t
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """A service over `settings.runs`; raises a `CnnlabError` for a bad bundle before serving anything."""
-    from cnnlab.serve.routes import feedback, health, models, predict
+    from cnnlab.serve.routes import feedback, health, models, monitor, predict
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.images_dir.mkdir(exist_ok=True)
@@ -59,8 +60,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.store = store
     app.state.models = registry
     app.state.metrics = ServiceMetrics(store)
+    app.state.monitor = Monitor()
 
-    for module in (health, predict, feedback, models):
+    for module in (health, predict, feedback, models, monitor):
         app.include_router(module.router)
 
     @app.exception_handler(StarletteHTTPException)

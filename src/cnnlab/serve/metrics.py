@@ -29,3 +29,23 @@ class ServiceMetrics:
         self.review_queue = Gauge("cnnlab_review_queue_size", "Pending review items", registry=self.registry)
         # Read at scrape time, so every worker process reports the shared database's count.
         self.review_queue.set_function(lambda: float(store.pending_reviews()))
+        self.drift = Gauge(
+            "cnnlab_drift_mmd",
+            "Squared MMD between recent and validation embeddings, as of the last /v1/monitor",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.drift_p = Gauge(
+            "cnnlab_drift_p_value", "Permutation p-value of the last drift test", ["model", "version"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    def status_counts(self) -> dict[str, int]:
+        """Requests so far by HTTP status, over every route."""
+        counts: dict[str, int] = {}
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    status = sample.labels["status"]
+                    counts[status] = counts.get(status, 0) + int(sample.value)
+        return dict(sorted(counts.items()))

@@ -61,6 +61,8 @@ class PredictResponse(BaseModel):
 @dataclass
 class _Work:
     proba: np.ndarray
+    embedding: np.ndarray
+    """Penultimate-layer features, for drift monitoring."""
     kept_png: bytes
     overlay_png: bytes | None
 
@@ -94,9 +96,10 @@ def _run(model: LoadedModel, data: bytes, method: str | None) -> _Work:
     natural = decode_image(image, info.channels)
     pixels = decode_image(image, clf.preprocessing.channels)
     with model.lock:
-        proba = clf.predict_proba([pixels])[0]
+        probas, embeddings = clf.proba_and_embedding(clf.preprocess([pixels]))
+        proba = probas[0]
         heat = clf.explain(pixels, method=method, class_index=int(proba.argmax())) if method else None
-    return _Work(proba, _png(natural), None if heat is None else _png(overlay(natural, heat)))
+    return _Work(proba, embeddings[0], _png(natural), None if heat is None else _png(overlay(natural, heat)))
 
 
 class _Unsupported(Exception):
@@ -188,6 +191,7 @@ async def predict(
     await anyio.to_thread.run_sync(persist)
     state.outcome = "needs_review" if reasons else "predicted"
     request.app.state.metrics.predictions.labels(chosen.name, chosen.version, row.label).inc()
+    request.app.state.monitor.record(chosen, row.latency_ms, row.label, work.embedding)
     return PredictResponse(
         request_id=request_id,
         model=ModelInfo(name=chosen.name, version=chosen.version, sha256=chosen.sha256),

@@ -1,0 +1,77 @@
+"""What the service has seen recently, per model version: latencies, predicted classes and input
+embeddings, compared with the validation reference the bundle carries (`evaluation.drift`).
+
+Kept in memory over a sliding window (per process); the database keeps the permanent record."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+
+from cnnlab.evaluation.drift import MIN_RECENT, load_reference, mmd_test
+from cnnlab.serve.models import LoadedModel
+
+WINDOW = 500
+"""Recent requests kept per model version."""
+
+
+class _Recent:
+    def __init__(self) -> None:
+        self.latency_ms: deque[float] = deque(maxlen=WINDOW)
+        self.labels: deque[str] = deque(maxlen=WINDOW)
+        self.embeddings: deque[np.ndarray] = deque(maxlen=WINDOW)
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self._recent: dict[tuple[str, str], _Recent] = {}
+        self._references: dict[str, dict[str, np.ndarray] | None] = {}
+        self._lock = threading.Lock()
+
+    def record(self, model: LoadedModel, latency_ms: float, label: str, embedding: np.ndarray) -> None:
+        with self._lock:
+            recent = self._recent.setdefault((model.name, model.version), _Recent())
+            recent.latency_ms.append(latency_ms)
+            recent.labels.append(label)
+            recent.embeddings.append(embedding)
+
+    def _reference(self, model: LoadedModel) -> dict[str, np.ndarray] | None:
+        if model.sha256 not in self._references:
+            self._references[model.sha256] = load_reference(model.run_dir)
+        return self._references[model.sha256]
+
+    def report(self, model: LoadedModel, permutations: int = 200) -> dict[str, Any]:
+        """Latency percentiles, the predicted-class distribution against validation, and the drift test."""
+        with self._lock:
+            recent = self._recent.get((model.name, model.version), _Recent())
+            latency = np.array(recent.latency_ms, dtype=np.float64)
+            labels = list(recent.labels)
+            embeddings = np.stack(list(recent.embeddings)) if recent.embeddings else np.zeros((0, 0))
+        classes = model.classifier.classes
+        counts = Counter(labels)
+        reference_card = model.classifier.card.get("reference") or {}
+        out: dict[str, Any] = {
+            "model": {"name": model.name, "version": model.version},
+            "window": {"requests": len(labels), "size": WINDOW},
+            "latency_ms": {f"p{q}": (float(np.percentile(latency, q)) if len(latency) else None) for q in (50, 95, 99)},
+            "predictions": {
+                "recent": {c: counts.get(c, 0) / len(labels) if labels else 0.0 for c in classes},
+                "validation": reference_card.get("predicted_distribution"),
+            },
+        }
+        reference = self._reference(model)
+        if reference is None:
+            out["drift"] = {"verdict": "unavailable", "reason": "this bundle has no reference sample (retrain it)"}
+        elif len(labels) < MIN_RECENT:
+            out["drift"] = {
+                "verdict": "not enough data",
+                "reason": f"{len(labels)} recent requests; the test needs at least {MIN_RECENT}",
+                "recent": len(labels),
+                "reference": len(reference["embeddings"]),
+            }
+        else:
+            out["drift"] = mmd_test(embeddings, reference["embeddings"], permutations).to_dict()
+        return out
