@@ -146,6 +146,8 @@ def _open(stream: io.BytesIO, name: str) -> Image.Image:
         raise DataError(f"{name}: declares more than the {MAX_PIXELS:,}-pixel limit (decompression bomb)") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
+    except ValueError:  # Pillow reads text chunks while opening; one that inflates past its limit raises this
+        raise DataError(f"{name}: not a readable image (a metadata chunk is damaged or too large)") from None
     if image.format not in _PIL_FORMATS:
         raise DataError(f"{name}: format {image.format} is not allowed ({', '.join(ALLOWED_FORMATS)})")
     _check_pixels(image.width, image.height, name)

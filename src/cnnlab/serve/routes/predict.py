@@ -91,6 +91,11 @@ def _run(model: LoadedModel, data: bytes, method: str | None) -> _Work:
     """Decode, predict and explain; runs in a worker thread under the request timeout."""
     clf = model.classifier
     if sniff_format(data[:132]) not in ACCEPTED_FORMATS:
+        if _bare_dicom(data):
+            raise _Unsupported(
+                "the upload looks like DICOM without its 128-byte preamble and DICM marker; "
+                "send it as a DICOM Part 10 file (as a PACS or viewer exports it)"
+            )
         raise _Unsupported("the upload is not a PNG, JPEG or DICOM image")
     image, info = decode_bytes(data, UPLOAD_NAME)
     natural = decode_image(image, info.channels)
@@ -104,6 +109,11 @@ def _run(model: LoadedModel, data: bytes, method: str | None) -> _Work:
 
 class _Unsupported(Exception):
     pass
+
+
+def _bare_dicom(data: bytes) -> bool:
+    """A data set written without the Part 10 header starts with a group 0002 or 0008 tag; only the message uses it."""
+    return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00")
 
 
 def review_reasons(model: LoadedModel, proba: np.ndarray, threshold: float, margin: float) -> list[str]:
@@ -145,8 +155,15 @@ async def predict(
     state.model_version = chosen.version
     if explain is not None and explain not in METHODS:
         raise HTTPException(422, f"explain must be one of {', '.join(METHODS)}, not '{explain}'")
+    # Several `file` parts would be answered on one of them, silently: refuse the ambiguity.
+    count = len((await request.form()).getlist("file"))  # the form FastAPI parsed, cached on the request
+    if count != 1:
+        raise HTTPException(422, f"send one file in the 'file' field, not {count}")
     data = await file.read()
     state.input_sha256 = hashlib.sha256(data).hexdigest()
+    if not data:
+        state.outcome = "undecodable"
+        raise HTTPException(422, "the upload is empty (0 bytes)")
     try:
         with anyio.fail_after(settings.request_timeout_s):
             # abandon_on_cancel: a hung model keeps its thread, but the request answers 504 on time.
