@@ -127,7 +127,11 @@ def plot_reliability(panels: Sequence[tuple[str, Any]], path: Path, title: str) 
         ax.bar(centres[full], rel.accuracy[full], width=width * 0.95, color="#4c72b0", label="accuracy")
         gap_low = np.minimum(rel.accuracy[full], rel.confidence[full])
         gap = np.abs(rel.accuracy[full] - rel.confidence[full])
-        ax.bar(centres[full], gap, bottom=gap_low, width=width * 0.95, color="#dd8452", alpha=0.6, label="gap")
+        # The gap is drawn as a hatched outline so that it reads the same above and below the bar.
+        ax.bar(centres[full], gap, bottom=gap_low, width=width * 0.95, fill=False, hatch="///",
+               edgecolor="#c0392b", linewidth=0.8, label="gap to confidence")  # fmt: skip
+        for x, n in zip(centres[full], rel.counts[full], strict=True):  # few images: a noisy bin
+            ax.text(x, 0.01, str(n), ha="center", va="bottom", fontsize=6.5, color="white")
         ax.plot([0, 1], [0, 1], color="#555555", ls="--", lw=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
