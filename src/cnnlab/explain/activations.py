@@ -82,8 +82,10 @@ def plot_feature_maps(
 
     cols = 8
     rows_per = [max(1, -(-min(max_maps, m.shape[0]) // cols)) if m.ndim == 3 else 1 for m in maps.values()]
-    fig = plt.figure(figsize=(1.2 * (cols + 2) + 0.5, sum(1.2 * r + 0.5 for r in rows_per) + 0.8))
-    subfigs = fig.subfigures(len(maps), 1, height_ratios=[1.2 * r + 0.5 for r in rows_per], squeeze=False)[:, 0]
+    fig = plt.figure(figsize=(1.2 * (cols + 2) + 0.5, sum(1.2 * r + 0.5 for r in rows_per) + 1.0))
+    # A strip of its own for the title, so it never sits on the first layer's heading.
+    heights = [0.5] + [1.2 * r + 0.5 for r in rows_per]
+    header, *subfigs = fig.subfigures(len(maps) + 1, 1, height_ratios=heights, squeeze=False)[:, 0]
     grey = image.ndim == 2 or image.shape[-1] == 1
     for sub, (name, fmap), nrows in zip(subfigs, maps.items(), rows_per, strict=True):
         grid = sub.add_gridspec(nrows, cols + 2)
@@ -112,6 +114,6 @@ def plot_feature_maps(
             f"{name}  {values.shape[0]} x {values.shape[1]} x {values.shape[2]}{more}; {dead} constant (dead) maps",
             fontsize=9,
         )
-    fig.suptitle(title, fontsize=11, y=1.0)
+    header.suptitle(title, fontsize=11, y=0.5, va="center")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
