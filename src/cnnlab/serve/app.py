@@ -13,6 +13,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,7 +22,7 @@ from cnnlab.serve.metrics import ServiceMetrics
 from cnnlab.serve.models import ModelRegistry
 from cnnlab.serve.monitor import Monitor
 from cnnlab.serve.settings import ServeSettings
-from cnnlab.serve.store import Store
+from cnnlab.serve.store import Store, is_busy
 
 log = logging.getLogger("cnnlab.serve")
 
@@ -34,7 +35,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.images_dir.mkdir(exist_ok=True)
-    store = Store(settings.database_url())
+    store = Store(settings.database_url(), settings.db_busy_timeout_s)
     try:
         registry = ModelRegistry.from_runs(list(settings.runs), store)
     except BaseException:
@@ -76,6 +77,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         return error_response(request, 422, errors)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # A locked or read-only database is the service's state, not a bug: say so, and that nothing was stored.
+        log.warning("request %s: the database refused (%s)", request_id_of(request), exc.orig or exc)
+        request.state.outcome = "database_unavailable"
+        if is_busy(exc):
+            detail = "the database is busy (another writer holds its lock); nothing was stored, retry shortly"
+            return error_response(request, 503, detail, {"Retry-After": "1"})
+        return error_response(request, 503, "the database does not take writes; nothing was stored")
 
     app.add_middleware(ServiceMiddleware, settings=settings, store=store, metrics=app.state.metrics)
     return app

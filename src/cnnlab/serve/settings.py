@@ -26,6 +26,9 @@ class ServeSettings(BaseSettings):
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)
+    db_busy_timeout_s: float = Field(
+        5.0, gt=0, description="How long a write waits for another writer's lock before the request answers 503."
+    )
     max_concurrency: int = Field(4, ge=1, description="Requests under /v1 at once; more are answered 503 at once.")
     public_docs: bool = False
     public_metrics: bool = False

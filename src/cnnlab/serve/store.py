@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,6 +163,16 @@ _SQLITE_APPEND_ONLY = (
 )
 
 
+_POSTGRES_APPEND_ONLY = (
+    "CREATE OR REPLACE FUNCTION cnnlab_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+    "DROP TRIGGER IF EXISTS audit_append_only ON audit",
+    "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
+    "FOR EACH ROW EXECUTE FUNCTION cnnlab_audit_append_only()",
+)
+_APPEND_ONLY = {"sqlite": _SQLITE_APPEND_ONLY, "postgresql": _POSTGRES_APPEND_ONLY}
+
+
 def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     """sha256 of the previous hash and the row's canonical JSON."""
     canonical = json.dumps({k: fields[k] for k in AUDIT_FIELDS}, sort_keys=True, separators=(",", ":"))
@@ -174,15 +185,25 @@ class AuditProblem:
     reason: str
 
 
-def make_engine(url: str) -> Engine:
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked/busy": another connection holds the write lock (worth waiting for,
+    unlike a read-only or missing database)."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def make_engine(url: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL keeps this durable across a crash of the process
             cur.close()
@@ -194,15 +215,15 @@ def make_engine(url: str) -> Engine:
 class Store:
     """Every read and write the service and its commands make."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        self.busy_timeout_s = busy_timeout_s
+        self.engine = make_engine(url, busy_timeout_s)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._audit_lock = threading.Lock()
         Base.metadata.create_all(self.engine)
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.begin() as conn:
-                for statement in _SQLITE_APPEND_ONLY:
-                    conn.execute(text(statement))
+        with self.engine.begin() as conn:  # the database itself refuses to edit or delete audit rows
+            for statement in _APPEND_ONLY.get(self.engine.dialect.name, ()):
+                conn.execute(text(statement))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -338,6 +359,9 @@ class Store:
         """Append one row to the hash chain; `fields` are AUDIT_FIELDS less `at`."""
         values = {k: fields.get(k) for k in AUDIT_FIELDS}
         values["at"] = utcnow().isoformat(timespec="microseconds")
+        # A lock held by another connection is waited for once (each attempt already waits the busy
+        # timeout); only races are retried, so a stuck writer costs a request one timeout, not twenty.
+        deadline = time.monotonic() + self.busy_timeout_s
         with self._audit_lock:  # one appender per process; other processes lose the unique race and retry
             for attempt in range(20):
                 try:
@@ -347,8 +371,11 @@ class Store:
                         row = AuditRow(**values, prev_hash=prev, row_hash=chain_hash(prev, values))
                         s.add(row)
                     return row
-                except (IntegrityError, OperationalError):
+                except IntegrityError:
                     if attempt == 19:
+                        raise
+                except OperationalError as exc:
+                    if attempt == 19 or not is_busy(exc) or time.monotonic() > deadline:
                         raise
         raise AssertionError("unreachable")
 

@@ -10,6 +10,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cnnlab.bundle import WEIGHTS
 from cnnlab.serve.security import DocsReader, MetricsReader
 
 router = APIRouter()
@@ -31,7 +32,12 @@ def readyz(request: Request) -> dict[str, Any]:
     except Exception as exc:
         log.warning("readiness: the database refused a write (%s)", exc.__class__.__name__)
         raise HTTPException(503, "the database does not take writes") from None
-    return {"status": "ready", "models": {name: models.active(name).version for name in models.names()}}
+    ready: dict[str, Any] = {"status": "ready", "models": {n: models.active(n).version for n in models.names()}}
+    # Still ready (the weights are in memory), but a restart would fail: say so rather than hide it.
+    gone = [f"{m.name}@{m.version}" for m in models.all() if not (m.run_dir / WEIGHTS).is_file()]
+    if gone:
+        ready["warnings"] = [f"{g}: the weights file is gone from disk; served from memory" for g in gone]
+    return ready
 
 
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics (viewer, unless public_metrics)")

@@ -202,8 +202,13 @@ async def predict(
     )
 
     def persist() -> None:
-        atomic_write_bytes(settings.images_dir / image_file, work.kept_png)
-        request.app.state.store.add_prediction(row, reasons)
+        kept = settings.images_dir / image_file
+        atomic_write_bytes(kept, work.kept_png)
+        try:
+            request.app.state.store.add_prediction(row, reasons)
+        except BaseException:
+            kept.unlink(missing_ok=True)  # a kept image without its row would be an orphan nobody reviews
+            raise
 
     await anyio.to_thread.run_sync(persist)
     state.outcome = "needs_review" if reasons else "predicted"
