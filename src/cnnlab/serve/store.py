@@ -233,7 +233,9 @@ class Store:
         with self.engine.connect() as conn:
             trans = conn.begin()
             try:
-                conn.execute(ActiveModel.__table__.update().where(ActiveModel.name == "\x00never").values(version=""))
+                # Matches no row (and is rolled back); plain text, as PostgreSQL refuses NUL characters.
+                probe = ActiveModel.__table__.update().where(ActiveModel.name == "cnnlab readiness probe")
+                conn.execute(probe.values(version=""))
             finally:
                 trans.rollback()
 
