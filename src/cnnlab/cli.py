@@ -802,12 +802,19 @@ def serve(
     ] = 0.8,
     ssl_certfile: Annotated[Path | None, typer.Option("--ssl-certfile", help="TLS certificate (PEM).")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="TLS private key (PEM).")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes sharing the database (use PostgreSQL, --db, across machines).")
+    ] = 1,
 ) -> None:
     """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback and a review queue (API keys needed)."""
+    import os
+
     import uvicorn
 
-    from cnnlab.serve.app import create_app
+    from cnnlab.serve.app import create_app, settings_environment
 
+    if workers < 1:
+        raise CnnlabError(f"--workers must be at least 1, not {workers}")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise CnnlabError("--ssl-certfile and --ssl-keyfile go together")
     for path in (ssl_certfile, ssl_keyfile):
@@ -818,8 +825,12 @@ def serve(
     scheme = "https" if ssl_certfile else "http"
     names = ", ".join(f"{m.name}@{m.version}" for m in application.state.models.all())
     err.print(f"serving {names} on {scheme}://{host}:{port} (state in {state_dir}); create a key: cnnlab keys create")
+    if workers > 1:  # each worker builds its own app from the same settings, passed by environment
+        os.environ.update(settings_environment(settings))
     uvicorn.run(
-        application,
+        "cnnlab.serve.app:create_app_from_environment" if workers > 1 else application,
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
         host=host,
         port=port,
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,

@@ -92,6 +92,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
     return app
 
 
+def create_app_from_environment() -> FastAPI:
+    """The app of one worker process of `cnnlab serve --workers N` (uvicorn's factory): its settings
+    come from the CNNLAB_SERVE_* environment the parent set, its state from the shared database."""
+    return create_app(ServeSettings())
+
+
+def settings_environment(settings: ServeSettings) -> dict[str, str]:
+    """`settings` as CNNLAB_SERVE_* variables, so that worker processes build the same app."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"CNNLAB_SERVE_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+    return env
+
+
 def request_id_of(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 

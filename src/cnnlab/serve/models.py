@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from cnnlab.errors import BundleError
 from cnnlab.export.predictor import Classifier, load
 from cnnlab.serve.store import Store
@@ -74,6 +76,17 @@ class ModelRegistry:
         return sorted(self._versions)
 
     def active(self, name: str) -> LoadedModel | None:
+        """The active version, as the shared database says now: an activation made by another
+        worker process or machine takes effect here on the next request."""
+        versions = self._versions.get(name)
+        if not versions:
+            return None
+        try:
+            chosen = self._store.activation(name)
+        except SQLAlchemyError:  # a database that cannot answer right now: keep serving what we had
+            chosen = None
+        if chosen in versions:
+            self._active[name] = versions[chosen]
         return self._active.get(name)
 
     def versions(self, name: str) -> dict[str, LoadedModel]:
@@ -83,7 +96,7 @@ class ModelRegistry:
         return [m for name in self.names() for m in sorted(self._versions[name].values(), key=lambda m: m.created_at)]
 
     def is_active(self, model: LoadedModel) -> bool:
-        return self._active.get(model.name) is model
+        return self.active(model.name) is model
 
     def activate(self, name: str, version: str, by: str | None) -> LoadedModel | None:
         """The model now active, or None when that name or version is not loaded."""

@@ -1,0 +1,91 @@
+"""`cnnlab serve --workers 2`: two processes on one database agree on which version is active."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from cnnlab.serve.app import create_app, settings_environment
+from cnnlab.serve.settings import ServeSettings
+from tests.serve.conftest import Service
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cnnlab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnlab.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_two_processes_on_one_database_agree_on_the_active_version(
+    settings: ServeSettings, second_version: Path
+) -> None:
+    """Two apps on one database stand for two worker processes (or machines): an activation made
+    through one is what the other serves on its next request."""
+    both = settings.model_copy(update={"runs": [*settings.runs, second_version]})
+    with TestClient(create_app(both)) as first, TestClient(create_app(both)) as second:
+        a, b = Service(first), Service(second)
+        models = second.get("/v1/models", headers=b.headers("viewer")).json()
+        inactive = next(m for m in models if not m["active"])
+        answer = first.post(f"/v1/models/{inactive['name']}/activate", json={"version": inactive["version"]},
+                            headers=a.headers("admin"))  # fmt: skip
+        assert answer.status_code == 200
+        seen = second.get("/v1/models", headers=b.headers("viewer")).json()
+        assert [m["version"] for m in seen if m["active"]] == [inactive["version"]]
+
+
+def test_worker_settings_round_trip_through_the_environment(settings: ServeSettings, monkeypatch) -> None:
+    for name, value in settings_environment(settings).items():
+        monkeypatch.setenv(name, value)
+    assert ServeSettings() == settings
+
+
+@pytest.mark.slow
+def test_an_activation_reaches_every_worker(trained_bundle: Path, second_version: Path, tmp_path: Path) -> None:
+    state = ["--state-dir", str(tmp_path / "state")]
+    admin = _cnnlab("keys", "create", "--role", "admin", *state).stdout.strip()
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.cli", "serve", str(trained_bundle), str(second_version), *state,
+         "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ},
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    headers = {"X-API-Key": admin}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            assert time.monotonic() < deadline, "the service did not start"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        models = httpx.get(f"{base}/v1/models", headers=headers, timeout=10).json()
+        inactive = next(m for m in models if not m["active"])
+        activated = httpx.post(
+            f"{base}/v1/models/{inactive['name']}/activate", json={"version": inactive["version"]},
+            headers=headers, timeout=10,
+        )  # fmt: skip
+        assert activated.status_code == 200, activated.text
+        active = set()
+        for _ in range(20):  # new connections: the kernel spreads them over both workers
+            answer = httpx.get(f"{base}/v1/models", headers=headers, timeout=10)
+            active |= {m["version"] for m in answer.json() if m["active"]}
+        assert active == {inactive["version"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
