@@ -8,10 +8,11 @@ STAMP := $(VENV)/.cnnlab-installed
 # torch comes from this machine type's local wheel cache; elsewhere pip fetches it.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # Debian packages the test suite reads: the full Fashion-MNIST as IDX files, Chromium for the
-# tests that render reports and pages in a real browser, PostgreSQL for the service's database tests.
-APT_PACKAGES := dataset-fashion-mnist chromium postgresql
+# tests that render reports and pages in a real browser, PostgreSQL and openssl for the service's
+# database and TLS tests.
+APT_PACKAGES := dataset-fashion-mnist chromium postgresql openssl
 APT_STAMPS := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz /usr/bin/chromium \
-	/usr/lib/postgresql/*/bin/initdb
+	/usr/lib/postgresql/*/bin/initdb /usr/bin/openssl
 
 .PHONY: demo test lint bench system-deps clean
 

@@ -21,8 +21,7 @@ def test_peer_keeps_the_seed_code(script: str) -> None:
     source = (ROOT / "bench" / "peers" / script).read_text()
     ast.parse(source)
     seed_file = SEEDS / PEERS[script]
-    if not seed_file.is_file():
-        pytest.skip(f"{seed_file} not here")
+    assert seed_file.is_file(), f"{seed_file} is missing: ../shared/seeds must be beside the checkout"
     seed_lines = {line.strip() for line in seed_file.read_text().splitlines()}
     body = source.split("EPOCHS = harness.setup(", 1)[1].splitlines()[1:]
     kept = [line.strip() for line in body if line.strip() and "# changed" not in line]

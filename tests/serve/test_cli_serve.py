@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-import sys
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from cnnlab.cli import main
 from cnnlab.serve.app import create_app
 from tests.serve.conftest import Service, png_bytes
-
-
-def run_cli(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["cnnlab", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as info:
-        main()
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (0 if code is None else int(code)), out, err
+from tests.test_cli import run_cli
 
 
 def test_keys_create_list_revoke(settings, capsys, monkeypatch) -> None:
