@@ -17,6 +17,7 @@ from rich.console import Console
 from cnnlab import __version__, bundle
 from cnnlab.config import Config, load_config
 from cnnlab.data.augment import build_augment, build_mix
+from cnnlab.data.folder import GROUP_COLUMNS
 from cnnlab.data.loader import TensorBatches
 from cnnlab.data.preprocess import (
     Preprocessing,
@@ -482,6 +483,8 @@ def calibrate(
     method: temperature, vector, or none (keep the card's calibration; choose an operating point only)."""
     if method == "none" and positive is None:
         raise DataError("--method none keeps the card's calibration: pass --positive CLASS for an operating point")
+    if positive is None and target_sensitivity is not None:
+        raise DataError("--target-sensitivity needs --positive CLASS (or 'not CLASS')")
     run_dir = Path(run_dir)
     clf = load(run_dir)
     data = bundle_data(run_dir, clf, data_dir)
@@ -504,8 +507,6 @@ def calibrate(
     if calibration is not None:
         card["calibration"]["scores"] = clean(scores)
     point = None
-    if positive is None and target_sensitivity is not None:
-        raise DataError("--target-sensitivity needs --positive CLASS (or 'not CLASS')")
     stored = card.get("threshold")
     if positive is None and stored:
         # The stored threshold was chosen on the old probabilities: choose it again, by its own
@@ -527,7 +528,7 @@ def calibrate(
     panels = []
     for split, out in outputs.items():
         panels.append((f"{split}, raw", reliability(out.labels, probabilities(out.logits, clf.binary).numpy())))
-        panels.append((f"{split}, {clf.card.get('calibration', {}).get('method', 'raw')}",
+        panels.append((f"{split}, {(clf.card.get('calibration') or {}).get('method', 'raw')}",
                        reliability(out.labels, clf.calibrated(out.logits).numpy())))  # fmt: skip
     plot_reliability(panels, figure, f"{card.get('name')}: calibration fitted on val, checked on test")
     bundle.write_card(run_dir, card)
@@ -574,6 +575,8 @@ def crossval(
     _, y, groups = pooled(base)
     # Folds are always by patient when the data has patient ids (anything else leaks); --group-by
     # makes the requirement explicit and fails when there are none.
+    if group_by is not None and group_by not in GROUP_COLUMNS:
+        raise DataError(f"--group-by must name metadata.csv's patient column ({' or '.join(GROUP_COLUMNS)})")
     if group_by is not None and groups is None:
         raise DataError(f"--group-by {group_by}: {cfg.data.source} has no patient ids (metadata.csv patient_id)")
     parts = [fold_splits(y.numpy(), groups, folds, k, cfg.data.val_fraction, cfg.data.split_seed) for k in range(folds)]

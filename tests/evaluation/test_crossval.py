@@ -91,3 +91,5 @@ def test_group_by_needs_patient_ids(tmp_path: Path) -> None:
     cfg = load_config(None, values={"data.source": "mnist-sample"})
     with pytest.raises(DataError, match="no patient ids"):
         crossval(cfg, 3, tmp_path / "cv", group_by="patient_id")
+    with pytest.raises(DataError, match="patient_id or group"):
+        crossval(cfg, 3, tmp_path / "cv", group_by="study")
