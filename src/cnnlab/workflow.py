@@ -186,6 +186,7 @@ def train(
     model.load_state_dict(result.best_state)
     loss_fn = make_loss(spec.binary)
     test = evaluate_epoch(model, test_batches, loss_fn, binary=spec.binary, precision=tc.precision)
+    distributed.shutdown()  # the last collective is done; rank 0 alone writes the bundle
     if not rank.main:
         return None
     best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)

@@ -75,6 +75,14 @@ def all_finite(loss: torch.Tensor) -> bool:
     return sum_across([0.0 if finite else 1.0])[0] == 0.0
 
 
+def shutdown() -> None:
+    """Leave the job after the last collective. Every rank must: a process that exits with the
+    group still up can abort in the communication library's threads (seen: SIGABRT at exit)."""
+    if current().active:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if current().active:
         dist.barrier()
