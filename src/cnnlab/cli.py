@@ -843,23 +843,28 @@ keys_app = typer.Typer(help="API keys for `cnnlab serve`: roles viewer, clinicia
 app.add_typer(keys_app, name="keys")
 
 
-@keys_app.command("create", epilog="Example:  cnnlab keys create --role clinician --name dr-smith")
+@keys_app.command("create", epilog="Example:  cnnlab keys create --role clinician --name dr-smith --expires-in 90")
 def keys_create(
     role: Annotated[str, typer.Option(help="viewer, clinician or admin.")],
     name: Annotated[str, typer.Option(help="Who or what holds it.")] = "",
+    expires_in: Annotated[
+        float | None, typer.Option("--expires-in", help="Refuse the key after this many days (default: never).")
+    ] = None,
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
     db: DbOpt = None,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
-    from cnnlab.serve.security import create_key, parse_role
+    from cnnlab.serve.security import create_key, expiry_after, parse_role
 
     parsed = parse_role(role)
+    expires_at = expiry_after(expires_in)
     store = _service_store(state_dir, db, create=True)
     try:
-        key_id, key = create_key(store, parsed, name)
+        key_id, key = create_key(store, parsed, name, expires_at)
     finally:
         store.close()
-    err.print(f"created {parsed.name} key {key_id}; it is shown once, store it now:")
+    until = f", valid until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    err.print(f"created {parsed.name} key {key_id}{until}; it is shown once, store it now:")
     console.print(key)
 
 
@@ -873,8 +878,13 @@ def keys_list(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -> N
         store.close()
     table = Table("key id", "role", "name", "created", "state")
     for row in rows:
-        revoked = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
-        table.add_row(row.key_id, row.role, row.name, f"{row.created_at:%Y-%m-%d %H:%M}", revoked)
+        if row.revoked_at:
+            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}"
+        elif row.expires_at:
+            state = f"{'expired' if row.expired() else 'active, expires'} {row.expires_at:%Y-%m-%d %H:%M}"
+        else:
+            state = "active"
+        table.add_row(row.key_id, row.role, row.name, f"{row.created_at:%Y-%m-%d %H:%M}", state)
     console.print(table)
 
 
@@ -931,6 +941,58 @@ def feedback_export(
     finally:
         store.close()
     console.print(f"exported {written} reviewed images to {out}" + (f" ({missing} images missing)" if missing else ""))
+
+
+# ------------------------------------------------------------------ the seeds' exercises (cnnlab recipe)
+recipe_app = typer.Typer(
+    help="Every exercise of the course documents as one command, answered in a README from the run.",
+    no_args_is_help=True,
+)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("list", epilog="Example:  cnnlab recipe list")
+def recipe_list() -> None:
+    """The recipes, the exercise each answers, and the data it reads."""
+    from cnnlab.recipebook import REGISTRY
+
+    table = Table("recipe", "exercise", "answers", "data")
+    for r in REGISTRY.values():
+        table.add_row(r.name, r.seed, r.title, r.data or "none (measures models)")
+    console.print(table)
+    console.print("run one: cnnlab recipe run NAME [--quick]; the answer is OUT/README.md")
+
+
+@recipe_app.command(
+    "run",
+    epilog="Examples:  cnnlab recipe run lenet5-mnist  |  cnnlab recipe run xray-triage --folds 5"
+    "  |  cnnlab recipe run alexnet-filters --quick --out runs/q8",
+)
+def recipe_run(
+    name: Annotated[str, typer.Argument(help="A recipe from `cnnlab recipe list`.")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Fewer epochs and images: about a minute on 2 cores, for a smoke test.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: runs/recipes/NAME).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the training runs.")] = 0,
+    folds: Annotated[int, typer.Option("--folds", help="xray-triage: also k-fold cross-validation by patient.")] = 0,
+    data_dir: DataDirOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Run an exercise end to end and write OUT/README.md answering it with this run's numbers and figures."""
+    import time
+
+    from cnnlab.recipebook import read_results, run_recipe
+
+    if folds == 1 or folds < 0:
+        raise CnnlabError(f"--folds must be 0 (none) or at least 2, not {folds}")
+    target = out or Path("runs") / "recipes" / name
+    started = time.perf_counter()
+    readme = run_recipe(
+        name, target, quick=quick, seed=seed, data_dir=data_dir, folds=folds, overwrite=overwrite, console=console
+    )
+    console.print(f"\n{read_results(target)['summary']}")
+    console.print(f"answered in {time.perf_counter() - started:.1f} s: {readme} (and README.html beside it)")
 
 
 def _slug(text: str) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
 from cnnlab.errors import CnnlabError
-from cnnlab.serve.store import Store
+from cnnlab.serve.store import Store, as_utc, utcnow
 
 KEY_PREFIX = "cnl_"
 KEY_HEADER = "X-API-Key"
@@ -44,18 +45,30 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_key(store: Store, role: Role, name: str = "") -> tuple[str, str]:
-    """(key id, the full key); the key itself is not stored and cannot be shown again."""
+def create_key(store: Store, role: Role, name: str = "", expires_at: datetime | None = None) -> tuple[str, str]:
+    """(key id, the full key); the key itself is not stored and cannot be shown again.
+    From `expires_at` on (None: never), the key is refused."""
     key_id = KEY_PREFIX + secrets.token_hex(4)
     key = f"{key_id}_{secrets.token_urlsafe(32)}"
-    store.add_key(key_id, hash_key(key), role.name, name)
+    store.add_key(key_id, hash_key(key), role.name, name, expires_at)
     return key_id, key
+
+
+def expiry_after(days: float | None) -> datetime | None:
+    """The moment a key made now for `days` days expires (None: never)."""
+    if days is None:
+        return None
+    if not days > 0:
+        raise CnnlabError(f"--expires-in must be a positive number of days, not {days:g}")
+    return utcnow() + timedelta(days=days)
 
 
 @dataclass(frozen=True)
 class Principal:
     key_id: str
     role: Role
+    name: str = ""
+    expires_at: datetime | None = None
 
 
 _header = APIKeyHeader(name=KEY_HEADER, auto_error=False, description="An API key from `cnnlab keys create`.")
@@ -68,7 +81,10 @@ def _authenticate(request: Request, key: str | None) -> Principal:
     row = store.key_by_hash(hash_key(key))
     if row is None or row.revoked_at is not None:
         raise HTTPException(401, "invalid or revoked API key")
-    principal = Principal(row.key_id, Role[row.role])
+    expires = as_utc(row.expires_at) if row.expires_at else None
+    if expires is not None and row.expired():
+        raise HTTPException(401, f"API key expired (at {expires:%Y-%m-%d %H:%M} UTC); ask for a new one")
+    principal = Principal(row.key_id, Role[row.role], row.name, expires)
     # The audit middleware reads who asked, whether or not the role then suffices.
     request.state.key_id, request.state.role = principal.key_id, principal.role.name
     return principal

@@ -12,6 +12,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,12 +29,17 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+MINUTE_FORMAT = "%Y-%m-%dT%H:%M"
+MINUTE_CHARS = 16
+"""A UTC minute as text, the way the monitor's counts over time name it."""
 
 GENESIS = "0" * 64
 """The `prev_hash` of the first audit row."""
@@ -61,6 +67,11 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """None: the key never expires (the only kind before expiry existed)."""
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and as_utc(self.expires_at) <= (now or utcnow())
 
 
 class PredictionRow(Base):
@@ -126,7 +137,7 @@ class AuditRow(Base):
     __tablename__ = "audit"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[str] = mapped_column(String(40))
+    at: Mapped[str] = mapped_column(String(40), index=True)
     """ISO-8601 text, not a DateTime: the hash must see exactly what the database gives back."""
     request_id: Mapped[str] = mapped_column(String(32))
     key_id: Mapped[str | None] = mapped_column(String(32))
@@ -212,6 +223,31 @@ def make_engine(url: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Eng
     return create_engine(url, pool_pre_ping=True)
 
 
+ADDED_COLUMNS = (ApiKey.__table__.c.expires_at,)
+"""Columns added after the first release: `create_all` makes missing tables, not missing columns,
+so a database from before them gets each one added (nullable, so old rows keep their meaning)."""
+ADDED_INDEXES = ("CREATE INDEX IF NOT EXISTS ix_audit_at ON audit (at)",)
+"""Likewise for indexes (the monitor counts the last hour of the audit log by `at`)."""
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for statement in ADDED_INDEXES:
+            conn.execute(text(statement))
+    for column in ADDED_COLUMNS:
+        table = column.table.name
+        if column.name in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
+        kind = column.type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
+        except (OperationalError, ProgrammingError):
+            # Another process starting on the same database added it first: that is the goal.
+            if column.name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                raise
+
+
 class Store:
     """Every read and write the service and its commands make."""
 
@@ -221,6 +257,7 @@ class Store:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._audit_lock = threading.Lock()
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         with self.engine.begin() as conn:  # the database itself refuses to edit or delete audit rows
             for statement in _APPEND_ONLY.get(self.engine.dialect.name, ()):
                 conn.execute(text(statement))
@@ -240,9 +277,9 @@ class Store:
                 trans.rollback()
 
     # ------------------------------------------------------------------ keys
-    def add_key(self, key_id: str, key_sha256: str, role: str, name: str) -> ApiKey:
+    def add_key(self, key_id: str, key_sha256: str, role: str, name: str, expires_at: datetime | None = None) -> ApiKey:
         with self.sessions.begin() as s:
-            row = ApiKey(key_id=key_id, key_sha256=key_sha256, role=role, name=name)
+            row = ApiKey(key_id=key_id, key_sha256=key_sha256, role=role, name=name, expires_at=expires_at)
             s.add(row)
         return row
 
@@ -279,6 +316,12 @@ class Store:
         with self.sessions.begin() as s:
             s.add(row)
         return row
+
+    def feedback_for(self, request_id: str) -> list[FeedbackRow]:
+        """Every feedback row on one prediction, oldest first (review resolutions included)."""
+        with self.sessions() as s:
+            query = select(FeedbackRow).where(FeedbackRow.request_id == request_id).order_by(FeedbackRow.id)
+            return list(s.scalars(query))
 
     def review_queue(self, limit: int = 50) -> list[tuple[ReviewItem, PredictionRow]]:
         with self.sessions() as s:
@@ -341,6 +384,39 @@ class Store:
             for fb, pred in rows:
                 latest[fb.request_id] = (fb, pred)
             return list(latest.values())
+
+    # ------------------------------------------------------------------ activity over time
+    def requests_per_minute(self, since: datetime) -> list[tuple[str, str, int]]:
+        """(UTC minute as 'YYYY-MM-DDTHH:MM', outcome, requests) from the audit log since `since`."""
+        minute = func.substr(AuditRow.at, 1, MINUTE_CHARS)  # `at` is ISO text: its first 16 characters
+        query = (
+            select(minute, AuditRow.outcome, func.count())
+            .where(AuditRow.at >= since.astimezone(UTC).isoformat(timespec="microseconds"))
+            .group_by(minute, AuditRow.outcome)
+        )
+        with self.sessions() as s:
+            return [(str(m), str(o), int(n)) for m, o, n in s.execute(query)]
+
+    def predictions_per_minute(self, since: datetime, model_name: str) -> list[tuple[str, str, int]]:
+        """(UTC minute as 'YYYY-MM-DDTHH:MM', label, predictions) of one model name since `since`."""
+        column, dialect = PredictionRow.created_at, self.engine.dialect.name
+        recent = (PredictionRow.created_at >= since) & (PredictionRow.model_name == model_name)
+        # Grouped in SQL where the dialect can truncate to the minute: an hour of heavy traffic then
+        # crosses the wire as 60 x classes rows, not row by row.
+        if dialect == "sqlite":
+            minute = func.strftime("%Y-%m-%dT%H:%M", column)
+        elif dialect == "postgresql":
+            minute = func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI')
+        else:
+            with self.sessions() as s:
+                counts = Counter(
+                    (as_utc(at).strftime(MINUTE_FORMAT), label)
+                    for at, label in s.execute(select(column, PredictionRow.label).where(recent))
+                )
+            return [(m, label, n) for (m, label), n in counts.items()]
+        query = select(minute, PredictionRow.label, func.count()).where(recent).group_by(minute, PredictionRow.label)
+        with self.sessions() as s:
+            return [(str(m), str(label), int(n)) for m, label, n in s.execute(query)]
 
     # ------------------------------------------------------------------ models
     def activation(self, name: str) -> str | None:
