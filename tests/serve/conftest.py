@@ -35,9 +35,12 @@ def upload(data: bytes, name: str = "image.png") -> dict[str, tuple[str, bytes, 
 
 @pytest.fixture(scope="session")
 def second_version(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_second_version(trained_bundle, tmp_path_factory.mktemp("bundle-v2") / "run")
+
+
+def make_second_version(run: Path, out: Path) -> Path:
     """The same model name with slightly different weights, created later: a second version."""
-    out = tmp_path_factory.mktemp("bundle-v2") / "run"
-    shutil.copytree(trained_bundle, out, ignore=shutil.ignore_patterns("checkpoints", "eval", "explain", "export"))
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("checkpoints", "eval", "explain", "export"))
     card = bundle.read_card(out)
     state = bundle.load_state(out, card)
     state = {k: v + 1e-4 if v.is_floating_point() else v for k, v in state.items()}

@@ -138,5 +138,21 @@ def test_the_api_runs_on_postgres(pg_store: Store, postgres_url: str, trained_bu
         )  # fmt: skip
         assert feedback.status_code in (200, 201), feedback.text
         assert client.get("/v1/models", headers=service.headers("viewer")).status_code == 200
+        assert client.get("/v1/me", headers=service.headers("viewer")).json()["role"] == "viewer"
+        timeline = client.get("/v1/monitor", headers=service.headers("viewer")).json()["activity"]
+        assert {label: sum(c) for label, c in timeline["predictions"].items()} == {predicted.json()["label"]: 1}
+        predict_outcomes = [sum(timeline["requests"].get(o, [])) for o in ("predicted", "needs_review")]
+        assert sum(predict_outcomes) == 1
     count, problem = pg_store.verify_audit()
-    assert problem is None and count >= 4
+    assert problem is None and count >= 6
+
+
+def test_a_database_from_before_key_expiry_keeps_working_on_postgres(pg_store: Store, postgres_url: str) -> None:
+    with pg_store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE api_keys DROP COLUMN expires_at"))
+    stores = [Store(postgres_url) for _ in range(2)]  # the second finds the column already added
+    with pg_store.engine.connect() as conn:
+        columns = conn.execute(text("SELECT column_name FROM information_schema.columns WHERE table_name = 'api_keys'"))
+        assert "expires_at" in {row[0] for row in columns}
+    for store in stores:
+        store.close()

@@ -31,7 +31,7 @@ _OUTCOMES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 413: "t
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """A service over `settings.runs`; raises a `CnnlabError` for a bad bundle before serving anything."""
-    from cnnlab.serve.routes import feedback, health, models, monitor, predict
+    from cnnlab.serve.routes import account, feedback, health, models, monitor, predict, predictions
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.images_dir.mkdir(exist_ok=True)
@@ -63,7 +63,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.metrics = ServiceMetrics(store)
     app.state.monitor = Monitor()
 
-    for module in (health, predict, feedback, models, monitor):
+    for module in (health, account, predict, predictions, feedback, models, monitor):
         app.include_router(module.router)
 
     @app.exception_handler(StarletteHTTPException)

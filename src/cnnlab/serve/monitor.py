@@ -7,15 +7,42 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from cnnlab.evaluation.drift import MIN_RECENT, load_reference, mmd_test
 from cnnlab.serve.models import LoadedModel
+from cnnlab.serve.store import MINUTE_FORMAT, Store, utcnow
 
 WINDOW = 500
 """Recent requests kept per model version."""
+ACTIVITY_MINUTES = 60
+"""How far back the counts over time go, one bucket per minute."""
+
+
+def activity(store: Store, model_name: str, minutes: int = ACTIVITY_MINUTES, now: datetime | None = None) -> dict:
+    """Requests per minute by outcome (every route, every worker: from the audit log) and predictions
+    per minute by class (of `model_name`, every version), over the last `minutes` UTC minutes, the
+    current one included. Every series has one count per minute, zeros included, ready to chart."""
+    last = (now or utcnow()).replace(second=0, microsecond=0)
+    first = last - timedelta(minutes=minutes - 1)
+    labels = [(first + timedelta(minutes=i)).strftime(MINUTE_FORMAT) for i in range(minutes)]
+    slot = {label: i for i, label in enumerate(labels)}
+
+    def series(rows: list[tuple[str, str, int]]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for minute, key, count in rows:
+            if minute in slot:  # a clock step between the query and `now` can put a row outside
+                out.setdefault(key, [0] * minutes)[slot[minute]] += count
+        return dict(sorted(out.items()))
+
+    return {
+        "minutes": labels,
+        "requests": series(store.requests_per_minute(first)),
+        "predictions": series(store.predictions_per_minute(first, model_name)),
+    }
 
 
 class _Recent:

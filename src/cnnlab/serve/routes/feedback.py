@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from cnnlab.serve.routes.predictions import stored_prediction
 from cnnlab.serve.security import Clinician
 from cnnlab.serve.store import FeedbackRow, PredictionRow, ReviewItem, as_utc
 
@@ -72,11 +73,7 @@ def _check_label(request: Request, pred: PredictionRow, label: str) -> None:
 @router.post("/feedback", response_model=FeedbackOut, summary="A clinician's label for a prediction (clinician)")
 def feedback(request: Request, who: Clinician, body: FeedbackIn) -> FeedbackOut:
     store = request.app.state.store
-    pred = store.prediction(body.request_id)
-    if pred is None:
-        raise HTTPException(404, f"no prediction with request id '{body.request_id}'")
-    request.state.model_version = pred.model_version
-    request.state.input_sha256 = pred.input_sha256
+    pred = stored_prediction(request, body.request_id)
     _check_label(request, pred, body.label)
     row = store.add_feedback(
         FeedbackRow(
@@ -88,10 +85,29 @@ def feedback(request: Request, who: Clinician, body: FeedbackIn) -> FeedbackOut:
             image_file=pred.image_file,
         )
     )
+    return _feedback_out(row)
+
+
+def _feedback_out(row: FeedbackRow) -> FeedbackOut:
     return FeedbackOut(
         id=row.id, request_id=row.request_id, label=row.label, agrees=row.agrees, reviewer=row.reviewer,
         created_at=as_utc(row.created_at),
     )  # fmt: skip
+
+
+@router.get(
+    "/feedback",
+    response_model=list[FeedbackOut],
+    summary="The feedback given on one prediction, oldest first (clinician)",
+    responses={404: {"description": "No such prediction"}},
+)
+def feedback_of(
+    request: Request,
+    _who: Clinician,
+    request_id: Annotated[str, Query(max_length=64, description="The request id a prediction returned.")],
+) -> list[FeedbackOut]:
+    pred = stored_prediction(request, request_id)
+    return [_feedback_out(row) for row in request.app.state.store.feedback_for(pred.request_id)]
 
 
 def _entry(item: ReviewItem, pred: PredictionRow) -> ReviewEntry:

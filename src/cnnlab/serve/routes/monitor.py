@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Query, Request
 
+from cnnlab.serve.monitor import activity
 from cnnlab.serve.routes.predict import pick_model
 from cnnlab.serve.security import Viewer
 
@@ -15,7 +16,8 @@ router = APIRouter(prefix="/v1", tags=["monitor"])
 
 @router.get(
     "/monitor",
-    summary="Requests, latency percentiles, predictions vs validation and input drift of a model (viewer)",
+    summary="Requests, latency percentiles, predictions vs validation, input drift and counts per minute over "
+    "the last hour of a model (viewer)",
     responses={404: {"description": "No such model"}},
 )
 async def monitor(
@@ -25,8 +27,9 @@ async def monitor(
 ) -> dict[str, Any]:
     chosen = pick_model(request, model)
     request.state.model_version = chosen.version
-    # The permutation test is a few hundred small matrix sums: off the event loop.
+    # The permutation test is a few hundred small matrix sums, the counts two grouped queries: off the event loop.
     report = await anyio.to_thread.run_sync(lambda: request.app.state.monitor.report(chosen))
+    report["activity"] = await anyio.to_thread.run_sync(lambda: activity(request.app.state.store, chosen.name))
     metrics = request.app.state.metrics
     report["requests_by_status"] = metrics.status_counts()
     if "statistic" in report["drift"]:

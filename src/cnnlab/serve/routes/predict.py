@@ -8,8 +8,9 @@ import io
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import numpy as np
@@ -27,6 +28,7 @@ from cnnlab.serve.security import Clinician
 from cnnlab.serve.store import PredictionRow
 
 router = APIRouter(prefix="/v1", tags=["predict"])
+T = TypeVar("T")
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "DICOM")
 """Narrower than the decoder's list: what a triage service receives, nothing else."""
@@ -43,6 +45,17 @@ class ModelInfo(BaseModel):
 class Explanation(BaseModel):
     method: str
     overlay_png_base64: str
+    heatmap_png_base64: str
+    """The coloured heat map alone, the image's size: a page blends it over the kept image at any opacity."""
+
+    @classmethod
+    def of(cls, method: str, image: np.ndarray, heat: np.ndarray) -> Explanation:
+        """The overlay and the heat map alone, both in `overlay`'s colours (alpha 1: only the colours)."""
+        return cls(
+            method=method,
+            overlay_png_base64=base64.b64encode(_png(overlay(image, heat))).decode(),
+            heatmap_png_base64=base64.b64encode(_png(overlay(image, heat, alpha=1.0))).decode(),
+        )
 
 
 class PredictResponse(BaseModel):
@@ -64,7 +77,7 @@ class _Work:
     embedding: np.ndarray
     """Penultimate-layer features, for drift monitoring."""
     kept_png: bytes
-    overlay_png: bytes | None
+    explanation: Explanation | None
 
 
 def pick_model(request: Request, name: str | None) -> LoadedModel:
@@ -104,7 +117,25 @@ def _run(model: LoadedModel, data: bytes, method: str | None) -> _Work:
         probas, embeddings = clf.proba_and_embedding(clf.preprocess([pixels]))
         proba = probas[0]
         heat = clf.explain(pixels, method=method, class_index=int(proba.argmax())) if method else None
-    return _Work(proba, embeddings[0], _png(natural), None if heat is None else _png(overlay(natural, heat)))
+    explanation = None if heat is None or method is None else Explanation.of(method, natural, heat)
+    return _Work(proba, embeddings[0], _png(natural), explanation)
+
+
+async def run_model_work(request: Request, work: Callable[[], T]) -> T:
+    """`work` (a forward pass) in a worker thread within the request timeout: 504 when it runs over."""
+    timeout = request.app.state.settings.request_timeout_s
+    try:
+        with anyio.fail_after(timeout):
+            # abandon_on_cancel: a hung model keeps its thread, but the request answers 504 on time.
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except TimeoutError:
+        request.state.outcome = "timeout"
+        raise HTTPException(504, f"the model did not answer within {timeout:g} s") from None
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise HTTPException(422, f"explain must be one of {', '.join(METHODS)}, not '{method}'")
 
 
 class _Unsupported(Exception):
@@ -153,8 +184,8 @@ async def predict(
     started = time.perf_counter()
     chosen = pick_model(request, model)  # held to the end: an activation meanwhile does not change this request
     state.model_version = chosen.version
-    if explain is not None and explain not in METHODS:
-        raise HTTPException(422, f"explain must be one of {', '.join(METHODS)}, not '{explain}'")
+    if explain is not None:
+        check_method(explain)
     # Several `file` parts would be answered on one of them, silently: refuse the ambiguity.
     count = len((await request.form()).getlist("file"))  # the form FastAPI parsed, cached on the request
     if count != 1:
@@ -165,12 +196,7 @@ async def predict(
         state.outcome = "undecodable"
         raise HTTPException(422, "the upload is empty (0 bytes)")
     try:
-        with anyio.fail_after(settings.request_timeout_s):
-            # abandon_on_cancel: a hung model keeps its thread, but the request answers 504 on time.
-            work = await anyio.to_thread.run_sync(lambda: _run(chosen, data, explain), abandon_on_cancel=True)
-    except TimeoutError:
-        state.outcome = "timeout"
-        raise HTTPException(504, f"the model did not answer within {settings.request_timeout_s:g} s") from None
+        work = await run_model_work(request, lambda: _run(chosen, data, explain))
     except _Unsupported as exc:
         state.outcome = "unsupported_format"
         raise HTTPException(415, str(exc)) from None
@@ -224,7 +250,5 @@ async def predict(
         decision=decision,
         needs_review=bool(reasons),
         review_reasons=reasons,
-        explanation=None
-        if work.overlay_png is None
-        else Explanation(method=str(explain), overlay_png_base64=base64.b64encode(work.overlay_png).decode()),
+        explanation=work.explanation,
     )
