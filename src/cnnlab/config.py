@@ -43,6 +43,8 @@ class DataConfig:
     """1 (grey) or 3 (colour); default: 3 if any image has colour, else 1."""
     limit_train: int | None = None
     """Use only this many training images (quick runs and tests)."""
+    limit_eval: int | None = None
+    """Use only this many images of the validation and of the test split (quick runs)."""
     split_seed: int = 0
     """Seed of the deterministic train/val/test split (independent of the training seed)."""
     max_bad_fraction: float = 0.01
@@ -303,6 +305,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("DataConfig", "input_size"): (_positive, "positive"),
     ("DataConfig", "channels"): (lambda v: v in (1, 3), "1 or 3"),
     ("DataConfig", "limit_train"): (_positive, "positive"),
+    ("DataConfig", "limit_eval"): (_positive, "positive"),
     ("DataConfig", "mix_alpha"): (_positive, "positive"),
     ("DataConfig", "folds"): (lambda v: v == 0 or v >= 2, "0 (off) or at least 2"),
     ("DataConfig", "fold"): (lambda v: v >= 0, "zero or positive"),

@@ -45,6 +45,13 @@ def test_limit_train_takes_a_seeded_subset() -> None:
     assert data.sizes()["train"] == 100 and data.sizes()["test"] == 1000
 
 
+def test_limit_eval_caps_validation_and_test_the_same_way_each_time() -> None:
+    cfg = DataConfig(source="mnist-sample", limit_eval=50)
+    first, second = load_source(cfg), load_source(cfg)
+    assert first.sizes() == {"train": 3600, "val": 50, "test": 50}
+    assert all(first.splits[s][1].tolist() == second.splits[s][1].tolist() for s in ("val", "test"))
+
+
 def test_idx_folder_source(tmp_path: Path) -> None:
     make_idx_set(tmp_path / "raw")  # torchvision's layout
     data = load_source(DataConfig(source="mnist", data_dir=str(tmp_path), val_fraction=0.1))

@@ -283,13 +283,15 @@ def _finish(
     origin: str,
     groups: dict[str, np.ndarray] | None = None,
 ) -> ArrayDataset:
-    if cfg.limit_train is not None:
-        x, y = splits["train"]
-        if cfg.limit_train < len(y):
-            idx = seeded_subset(len(y), cfg.limit_train, cfg.split_seed)
-            splits["train"] = (x[idx], y[idx])
-            if groups is not None:
-                groups["train"] = groups["train"][idx]
+    limits = {"train": cfg.limit_train, "val": cfg.limit_eval, "test": cfg.limit_eval}
+    for name, limit in limits.items():
+        if limit is None or name not in splits or limit >= len(splits[name][1]):
+            continue
+        x, y = splits[name]
+        idx = seeded_subset(len(y), limit, cfg.split_seed)
+        splits[name] = (x[idx], y[idx])
+        if groups is not None:
+            groups[name] = groups[name][idx]
     tensors = {
         name: (_with_channels(_as_tensor(x), cfg.channels), torch.from_numpy(np.asarray(y, dtype=np.int64)))
         for name, (x, y) in splits.items()
