@@ -267,16 +267,16 @@ def train(
 def resolve_auto_weights(cfg: Config, console: Console) -> Config:
     """`model.weights: auto`: ImageNet weights with the recipe's stages when they are available
     offline; otherwise random initialisation with every stage training all layers."""
+    from cnnlab.models.weights import imagenet_offline
+
     if cfg.model.weights != "auto":
         return cfg
-    try:
-        create_model(cfg.model.name, 2, 3, get_spec(cfg.model.name).input_size, "imagenet")
+    if imagenet_offline(get_spec(cfg.model.name)):  # never a download: "auto" means what is here
         return cfg.replace(model=replace(cfg.model, weights="imagenet"))
-    except ModelError as exc:
-        console.print(f"[yellow]{exc}[/yellow]")
-        console.print("training from scratch instead: every stage trains all layers")
-        stages = tuple(replace(st, trainable="all") for st in cfg.train.stages)
-        return cfg.replace(model=replace(cfg.model, weights="none"), train=replace(cfg.train, stages=stages))
+    console.print(f"[yellow]no ImageNet weights for {cfg.model.name} on this machine[/yellow]")
+    console.print("training from scratch instead: every stage trains all layers")
+    stages = tuple(replace(st, trainable="all") for st in cfg.train.stages)
+    return cfg.replace(model=replace(cfg.model, weights="none"), train=replace(cfg.train, stages=stages))
 
 
 def stage_times(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

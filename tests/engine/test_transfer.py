@@ -10,7 +10,7 @@ import torch
 from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.engine.transfer import plan_stage, trunk_blocks
-from cnnlab.errors import ConfigError, ModelError
+from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
 from cnnlab.workflow import train
 
@@ -117,16 +117,17 @@ def test_auto_weights_fall_back_to_training_everything(tmp_path: Path, monkeypat
     from cnnlab.models import weights as weights_module
     from cnnlab.workflow import resolve_auto_weights
 
-    def offline(name):
-        raise ModelError(f"ImageNet weights for {name} are not available offline: place x.pth in /nowhere")
+    def download(name):
+        raise AssertionError(f"'auto' tried to fetch {name}: it must only look at what is on disk")
 
-    monkeypatch.setattr(weights_module, "_torchvision_state", offline)
+    monkeypatch.setattr(weights_module, "_torchvision_state", download)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty hub cache
     stages = [{"name": "head", "trainable": "head", "epochs": 1}]
     cfg = load_config(None, values={"model.name": "resnet18", "model.weights": "auto", "train.stages": stages})
     console = Console(record=True, width=200)
     resolved = resolve_auto_weights(cfg, console)
     assert resolved.model.weights == "none" and resolved.train.stages[0].trainable == "all"
-    assert "not available offline" in console.export_text()
+    assert "no ImageNet weights for resnet18" in console.export_text()
     lite = load_config(
         None, values={"model.name": "efficientnet_lite0", "model.weights": "auto", "train.stages": stages}
     )

@@ -93,13 +93,39 @@ def _load_imagenet(spec: ModelSpec, model: nn.Module) -> None:
         raise ValueError(spec.pretrained)
 
 
+def _torchvision_checkpoint(name: str) -> tuple[Path, str]:
+    """Where torch's hub cache keeps the ImageNet checkpoint, and the URL it comes from."""
+    import torchvision.models as tvm
+
+    url = tvm.get_model_weights(name).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def imagenet_offline(spec: ModelSpec) -> bool:
+    """Whether ImageNet weights can be loaded without touching the network (`model.weights: auto`)."""
+    if spec.pretrained == "torchvision":
+        return _torchvision_checkpoint(spec.name)[0].is_file()
+    if spec.pretrained == "lite0-package":
+        try:
+            return lite0_checkpoint().is_file()
+        except ModelError:
+            return False
+    if spec.pretrained == "timm":
+        import timm
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(spec.name.split(":", 1)[1])
+        hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        return bool(hub_id) and isinstance(try_to_load_from_cache(hub_id, "model.safetensors"), str)
+    return False
+
+
 def _torchvision_state(name: str) -> dict[str, torch.Tensor]:
     import torchvision.models as tvm
 
     entry = tvm.get_model_weights(name).IMAGENET1K_V1
-    filename = entry.url.rsplit("/", 1)[-1]
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    cached = folder / filename
+    cached, _ = _torchvision_checkpoint(name)
+    filename, folder = cached.name, cached.parent
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
     try:
