@@ -839,6 +839,19 @@ def serve(
     )
 
 
+@app.command(epilog="Example:  cnnlab ui --api http://127.0.0.1:8000 --port 8501   (then open http://127.0.0.1:8501)")
+def ui(
+    api: Annotated[str, typer.Option(help="Base URL of `cnnlab serve`, e.g. http://127.0.0.1:8000.")],
+    port: Annotated[int, typer.Option(help="TCP port of the page.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+) -> None:
+    """The clinician's web page: sign in with an API key, upload an X-ray, see the prediction and its
+    Grad-CAM, give feedback, work the review queue, watch the monitor (a client of the API only)."""
+    from cnnlab.ui.launch import run_ui
+
+    run_ui(api, host, port, warn=lambda line: err.print(line, soft_wrap=True))
+
+
 keys_app = typer.Typer(help="API keys for `cnnlab serve`: roles viewer, clinician, admin.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -941,6 +954,58 @@ def feedback_export(
     finally:
         store.close()
     console.print(f"exported {written} reviewed images to {out}" + (f" ({missing} images missing)" if missing else ""))
+
+
+# ------------------------------------------------------------------ the seeds' exercises (cnnlab recipe)
+recipe_app = typer.Typer(
+    help="Every exercise of the course documents as one command, answered in a README from the run.",
+    no_args_is_help=True,
+)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("list", epilog="Example:  cnnlab recipe list")
+def recipe_list() -> None:
+    """The recipes, the exercise each answers, and the data it reads."""
+    from cnnlab.recipebook import REGISTRY
+
+    table = Table("recipe", "exercise", "answers", "data")
+    for r in REGISTRY.values():
+        table.add_row(r.name, r.seed, r.title, r.data or "none (measures models)")
+    console.print(table)
+    console.print("run one: cnnlab recipe run NAME [--quick]; the answer is OUT/README.md")
+
+
+@recipe_app.command(
+    "run",
+    epilog="Examples:  cnnlab recipe run lenet5-mnist  |  cnnlab recipe run xray-triage --folds 5"
+    "  |  cnnlab recipe run alexnet-filters --quick --out runs/q8",
+)
+def recipe_run(
+    name: Annotated[str, typer.Argument(help="A recipe from `cnnlab recipe list`.")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Fewer epochs and images: about a minute on 2 cores, for a smoke test.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: runs/recipes/NAME).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the training runs.")] = 0,
+    folds: Annotated[int, typer.Option("--folds", help="xray-triage: also k-fold cross-validation by patient.")] = 0,
+    data_dir: DataDirOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Run an exercise end to end and write OUT/README.md answering it with this run's numbers and figures."""
+    import time
+
+    from cnnlab.recipebook import read_results, run_recipe
+
+    if folds == 1 or folds < 0:
+        raise CnnlabError(f"--folds must be 0 (none) or at least 2, not {folds}")
+    target = out or Path("runs") / "recipes" / name
+    started = time.perf_counter()
+    readme = run_recipe(
+        name, target, quick=quick, seed=seed, data_dir=data_dir, folds=folds, overwrite=overwrite, console=console
+    )
+    console.print(f"\n{read_results(target)['summary']}")
+    console.print(f"answered in {time.perf_counter() - started:.1f} s: {readme} (and README.html beside it)")
 
 
 def _slug(text: str) -> str:

