@@ -78,7 +78,8 @@ def test_clinician_predicts_gives_feedback_once_and_resolves_the_case(browser, s
     assert shown_request_id(page) == request_id
     screenshot(page, "predict")
 
-    # Feedback: disagree, pick the class, double-click submit: one row, one confirmation.
+    # Feedback: disagree, pick the class, double-click submit: one row, one confirmation. (Streamlit often
+    # merges a double click into one rerun; test_views.py forces the click that lands mid-send.)
     shown = page.get_by_test_id("stMetricValue").nth(0).inner_text()
     label = next(c for c in ("covid19", "normal", "pneumonia") if c != shown)
     page.get_by_text("Disagree", exact=True).click()
