@@ -14,7 +14,6 @@ from tests.ui.conftest import (
     Stack,
     go_to,
     screenshot,
-    settle,
     shown_request_id,
     sign_in,
     xray_image,
@@ -119,6 +118,10 @@ def test_clinician_predicts_gives_feedback_once_and_resolves_the_case(browser, s
 
 def test_predict_page_on_a_phone_with_a_dicom(browser, stack: Stack) -> None:
     page = _page(browser, PHONE)
+    page.goto(stack.ui)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=UI_WAIT_MS)
+    assert page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollWidth") <= PHONE["width"]
+    screenshot(page, "sign-in-phone")
     sign_in(page, stack, "clinician")
     dicom = sorted((XRAY / "dicom").glob("*.dcm"))[0]
     _upload(page, dicom)
@@ -182,7 +185,7 @@ def test_admin_activates_a_version_after_confirming(browser, stack: Stack) -> No
     expect(page.get_by_text(f"xray {inactive['version']} is now the active version.")).to_be_visible(timeout=UI_WAIT_MS)
     after = stack.call("GET", "/v1/models").json()
     assert [m["version"] for m in after if m["active"]] == [inactive["version"]]
-    settle(page)
+    screenshot(page, "models-activated")
     page.close()
 
 
