@@ -1,12 +1,29 @@
 """cnnlab: a workbench for convolutional neural networks."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from cnnlab.config import Config, load_config
-from cnnlab.export.predictor import Classifier, Prediction, load
-from cnnlab.models import create_model, list_models
-from cnnlab.workflow import evaluate, train
+if TYPE_CHECKING:
+    from cnnlab.config import Config, load_config
+    from cnnlab.export.predictor import Classifier, Prediction, load
+    from cnnlab.models import create_model, list_models
+    from cnnlab.workflow import evaluate, train
 
+_PUBLIC = {
+    "Config": "cnnlab.config",
+    "load_config": "cnnlab.config",
+    "Classifier": "cnnlab.export.predictor",
+    "Prediction": "cnnlab.export.predictor",
+    "load": "cnnlab.export.predictor",
+    "create_model": "cnnlab.models",
+    "list_models": "cnnlab.models",
+    "evaluate": "cnnlab.workflow",
+    "train": "cnnlab.workflow",
+}
 __all__ = [
     "Classifier",
     "Config",
@@ -19,3 +36,12 @@ __all__ = [
     "load_config",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `import cnnlab` (the CLI, the web page) must not load torch.
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnlab' has no attribute '{name}'")
