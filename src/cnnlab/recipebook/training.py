@@ -25,8 +25,11 @@ def _trained(ctx: Context, recipe_name: str | None, quick: dict[str, Any], what:
     run_dir = train_recipe(ctx, ctx.config(recipe_name, quick, **values))
     sections, results = training_sections(run_dir, what)
     card = bundle.read_card(run_dir)
+    source = str(card["data"]["source"])
+    if source.startswith("folder:"):  # a machine path says little: name the classes instead
+        source = f"a {len(card['classes'])}-class folder ({', '.join(card['classes'])})"
     summary = (
-        f"{card['architecture']} on {card['data']['source']} reached {pct(results['test_accuracy'])} test accuracy "
+        f"{card['architecture']} on {source} reached {pct(results['test_accuracy'])} test accuracy "
         f"after {results['train_seconds']:.1f} s of training ({_epochs(results['epochs'])}); the curves read "
         f"'{results['verdict']}'."
     )
@@ -348,7 +351,7 @@ def alexnet_filters(ctx: Context) -> Answer:
         layer = conv_layer(t.model, None)[0]
         model_name = "alexnet_small" if slug != "imagenet" else "efficientnet_lite0"
         grid = plot_filters(
-            t.model, ctx.path(f"filters-{slug}.png"), layer, f"{model_name} {layer}, {state}", untrained=t.untrained
+            t.model, ctx.path(f"filters-{slug}.png"), layer, f"{model_name}, {state}", untrained=t.untrained
         )
         shapes[state] = grid.shape
         pixels, x = input_pixels(t, image)
