@@ -87,6 +87,26 @@ def _gradcam(ctx: Context, run_dir: Path) -> tuple[Section, dict[str, Any]]:
     return Section("5. Explanations", text), {"gradcam_images": len(done)}
 
 
+def _calibration_reading(val: dict[str, dict[str, float]]) -> str:
+    """What the validation figures say about the fit, read from the figures themselves."""
+    before, after = val["before"], val["after"]
+    if after["ece"] <= before["ece"]:
+        return (
+            f"On validation, where it was fitted, the expected calibration error fell from {pct(before['ece'])} "
+            f"to {pct(after['ece'])}: the stated probabilities now match how often the model is right."
+        )
+    reading = (
+        f"On validation the expected calibration error rose from {pct(before['ece'])} to {pct(after['ece'])}"
+        f" while the log loss went {'down' if after['nll'] < before['nll'] else 'up'} "
+        f"({fmt(before['nll'])} -> {fmt(after['nll'])}). "
+    )
+    return reading + (
+        "Temperature scaling minimises the log loss, not ECE; on a small validation split ECE's 15 bins hold "
+        "a handful of images each, so one image can move it by points (the diagram shows the counts). "
+        "`cnnlab calibrate RUN --method vector` fits a per-class scale and bias instead."
+    )
+
+
 @recipe(
     "xray-triage",
     "000 Question 10 / 002 answer 10",
@@ -151,6 +171,7 @@ def xray_triage(ctx: Context) -> Answer:
                     ],
                 ),
                 Figure(cal.figure, "reliability diagrams before and after calibration"),
+                _calibration_reading(cal.scores["val"]),
             ],
         )
     )
