@@ -3,6 +3,9 @@
 Two networks, each trained three ways on Fashion-MNIST in one run (the ratios are what to
 quote: the machine is shared and absolute times drift):
 
+Each network's cnnlab run is repeated with bf16 autocast (`train.precision=bf16`), its test accuracy
+beside the fp32 one: the accuracy cost of the faster option.
+
 - LeNet-5: the seed's Keras script (000 Question 6, `bench/peers/keras_lenet5.py`), 10 epochs,
   batch 128, Adam, validation_split=0.1; cnnlab's `lenet5-fashion-mnist` recipe (the same settings);
   the tutorial loop of `bench/train_throughput.py`.
@@ -151,11 +154,15 @@ def keras_peer(python: Path, net: Network, epochs: int, data_dir: Path) -> Resul
 # --------------------------------------------------------------------------- cnnlab and the tutorial loop
 
 
-def cnnlab_run(net: Network, epochs: int, out: Path, threads: int | None) -> tuple[Result, int]:
+def cnnlab_run(
+    net: Network, epochs: int, out: Path, threads: int | None, precision: str = "fp32"
+) -> tuple[Result, int]:
     """cnnlab's result and the number of training images per epoch."""
     extra = [f"train.threads={threads}"] if threads else []
-    cfg = load_config(net.recipe, overrides=[*net.overrides, f"train.epochs={epochs}", *extra])
-    summary = train(cfg, out / net.model, overwrite=True)
+    cfg = load_config(
+        net.recipe, overrides=[*net.overrides, f"train.epochs={epochs}", f"train.precision={precision}", *extra]
+    )
+    summary = train(cfg, out / f"{net.model}-{precision}", overwrite=True)
     rows = bundle.read_history(summary.run_dir / bundle.HISTORY)
     card = bundle.read_card(summary.run_dir)
     train_s = [r["train_seconds"] for r in rows]
@@ -163,7 +170,7 @@ def cnnlab_run(net: Network, epochs: int, out: Path, threads: int | None) -> tup
     images = round(rows[-1]["images_per_second"] * rows[-1]["train_seconds"])
     result = Result(
         net.label,
-        "cnnlab",
+        "cnnlab" if precision == "fp32" else f"cnnlab {precision} autocast",
         len(rows),
         steady(train_s),
         steady(epoch_s),
@@ -264,6 +271,9 @@ def main() -> None:
             ours, images = cnnlab_run(net, epochs[key], Path(tmp), args.threads)
             results.append(ours)
             print(f"  {ours}", flush=True)
+            print(f"{net.label}: cnnlab with bf16 autocast ...", flush=True)
+            results.append(cnnlab_run(net, epochs[key], Path(tmp), args.threads, "bf16")[0])
+            print(f"  {results[-1]}", flush=True)
             print(f"{net.label}: the PyTorch tutorial loop ...", flush=True)
             results.append(tutorial_run(net, epochs[key], data_dir, images))
             print(f"  {results[-1]}", flush=True)
@@ -275,6 +285,14 @@ def main() -> None:
         "\n'epoch s' adds the validation pass (a Keras epoch includes it); the tutorial loop trains 60,000"
         "\nimages without validation, its s/epoch is rescaled to the same 54,000-image epoch."
     )
+    for net in NETWORKS.values():
+        rows = {r.name.split(",")[0]: r for r in results if r.network == net.label}
+        bf16 = rows["cnnlab bf16 autocast"]
+        peers = [(name, r) for name, r in rows.items() if not name.startswith("cnnlab")]
+        print(
+            f"{net.label}, cnnlab with bf16 autocast (test accuracy {bf16.test_acc:.4f}): "
+            + ", ".join(f"{name} {r.train_spe / bf16.train_spe:.2f}x (train s/ep)" for name, r in peers)
+        )
     print(f"\nfp32 GEMM (torch.mm 2048x2048, best of 7, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s")
     for key, net in NETWORKS.items():
         print(
