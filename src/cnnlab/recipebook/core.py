@@ -27,7 +27,7 @@ from cnnlab.fileio import atomic_write_json
 class Recipe:
     name: str
     seed: str
-    """Where the exercise is in the user's documents, e.g. "000 Question 6"."""
+    """Where the exercise is in the user's documents, e.g. "000 Q6"."""
     title: str
     exercise: str
     """The exercise as the document asks it (shortened)."""

@@ -22,7 +22,7 @@ def _table(name: str, shape: tuple[int, int, int]):
 
 @recipe(
     "cnn-vs-dense",
-    "000 Question 1 (and 002 question 4)",
+    "000 Q1 / 002 Q4",
     "A CNN against a fully connected network: parameters",
     "How does a CNN differ from a fully connected network in architecture and on image data? (weight sharing, "
     "local connectivity, parameter count)",
@@ -97,7 +97,7 @@ def _field_sizes(name: str, shape: tuple[int, int, int]) -> list[tuple[str, int,
 
 @recipe(
     "receptive-field",
-    "002 question 3",
+    "002 Q3",
     "The receptive field of every layer of LeNet-5, AlexNet, VGG16 and ResNet50",
     "Define the receptive field in CNNs. Why is it important for deep architectures? (measured for every layer of "
     "LeNet-5, AlexNet, VGG16 and ResNet50)",
@@ -183,7 +183,7 @@ def receptive_field(ctx: Context) -> Answer:
 
 @recipe(
     "padding-stride",
-    "002 question 2",
+    "002 Q2",
     "Output sizes for padding and stride, checked against PyTorch",
     "Explain padding and stride. How do they affect the output dimensions of feature maps? (the formula for a "
     "grid of settings, each checked against a real layer)",

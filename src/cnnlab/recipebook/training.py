@@ -42,7 +42,7 @@ def _epochs(n: int) -> str:
 
 @recipe(
     "lenet5-mnist",
-    "000 Question 6",
+    "000 Q6",
     "LeNet-5 on MNIST: accuracy and training time",
     "Implement LeNet-5 to classify the MNIST dataset. Report accuracy and training time.",
     data="mnist (or mnist-sample)",
@@ -53,7 +53,7 @@ def lenet5_mnist(ctx: Context) -> Answer:
 
 @recipe(
     "simple-cnn-mnist",
-    "002 answer 6",
+    "002 A6",
     "A simple CNN on MNIST",
     "Build a simple CNN (conv32-pool-conv64-pool-dense128-dropout) for MNIST, train it and report accuracy.",
     data="mnist (or mnist-sample)",
@@ -64,7 +64,7 @@ def simple_cnn_mnist(ctx: Context) -> Answer:
 
 @recipe(
     "vgg-mini-cifar10",
-    "002 answer 7",
+    "002 A7",
     "A VGG-style mini CNN on CIFAR-10",
     "Train a small VGG-style network (two conv blocks, dense256, dropout 0.5) on CIFAR-10 and report accuracy.",
     data="cifar10",
@@ -75,7 +75,7 @@ def vgg_mini_cifar10(ctx: Context) -> Answer:
 
 @recipe(
     "pytorch-simplecnn",
-    "002 answer 8",
+    "002 A8",
     "The printed PyTorch SimpleCNN, working",
     "Train the printed PyTorch SimpleCNN on MNIST for one epoch and report test accuracy "
     "(as printed it stops with `mat1 and mat2 shapes cannot be multiplied (128x12544 and 3136x128)`).",
@@ -117,7 +117,7 @@ def pytorch_simplecnn(ctx: Context) -> Answer:
 
 @recipe(
     "inceptionv3-cifar10",
-    "000 Question 9",
+    "000 Q9",
     "InceptionV3 on CIFAR-10: curves and the over/under-fitting analysis",
     "Train an Inception variant (InceptionV3) on CIFAR-10. Plot training/validation accuracy over epochs and "
     "analyse overfitting or underfitting.",
@@ -198,7 +198,7 @@ def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: st
 
 @recipe(
     "vgg16-flowers",
-    "000 Question 7",
+    "000 Q7",
     "VGG16 transfer learning on flowers: both stages, accuracy and an overfitting analysis",
     "Use a pre-trained VGG16 via transfer learning on a small custom dataset (flowers). Replace the top layers "
     "and fine-tune. Report both stages' training times, final accuracy and whether the model overfits.",
@@ -219,7 +219,7 @@ def vgg16_flowers(ctx: Context) -> Answer:
 
 @recipe(
     "lite0-flowers",
-    "000 Question 7 (offline twin)",
+    "000 Q7 (offline twin)",
     "EfficientNet-Lite0 transfer learning on flowers: the same exercise on the backbone that ships with cnnlab",
     "Use a pre-trained network via transfer learning on flowers. Replace the top layers and fine-tune. Report both "
     "stages' training times, final accuracy and whether the model overfits.",
@@ -254,7 +254,7 @@ def _two_class_folder(ctx: Context, classes: tuple[str, str], per_split: int | N
 
 @recipe(
     "binary-augment",
-    "002 answer 9",
+    "002 A9",
     "A binary classifier with the seed's augmentation, and what the augmentation does",
     "Prepare augmented data generators (rotation 15, shifts 0.1, shear 0.1, zoom 0.1, horizontal flip) for a "
     "two-class folder at 150x150 and train the simple binary CNN (conv32-pool-conv64-pool-dense128-dropout0.5, "
@@ -313,7 +313,7 @@ def neighbour_correlation(weight: Any) -> float:
 
 @recipe(
     "alexnet-filters",
-    "000 Question 8",
+    "000 Q8",
     "AlexNet's first-layer filters and feature maps, before and after training",
     "Visualise the filters and feature maps of the first convolutional layer of AlexNet on an example image.",
     data="flowers",

@@ -1,4 +1,4 @@
-"""000 Question 10 / 002 answer 10: chest X-ray triage from the data to the clinician's browser."""
+"""000 Q10 / 002 answer 10: chest X-ray triage from the data to the clinician's browser."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def _calibration_reading(val: dict[str, dict[str, float]]) -> str:
 
 @recipe(
     "xray-triage",
-    "000 Question 10 / 002 answer 10",
+    "000 Q10 / 002 A10",
     "Chest X-ray triage: normal, pneumonia, COVID-19, from data to deployment",
     "Classify chest X-rays into normal, pneumonia and COVID-19 with limited labelled data: transfer learning, "
     "class imbalance, patient-level splits, clinically relevant metrics, calibration, Grad-CAM, export, serving "
