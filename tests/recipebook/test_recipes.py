@@ -67,8 +67,11 @@ def test_the_answer_changes_with_the_run(outputs, tmp_path_factory) -> None:
 
 
 def test_xray_triage_reports_the_clinical_figures(outputs, tmp_path_factory) -> None:
-    out = _run(outputs, tmp_path_factory.getbasetemp() / "recipes", "xray-triage")
+    out = _run(outputs, tmp_path_factory.getbasetemp() / "recipes", "xray-triage", folds=2)
     results, readme = read_results(out), (out / "README.md").read_text()
+    assert results["crossval"]["folds"] == 2 and "## Cross-validation" in readme
+    assert f"{results['crossval']['mean']['macro_roc_auc']:.4f}" in readme
+    assert (out / "crossval" / "oof_predictions.csv").is_file()
     test = results["test"]
     assert 0.0 <= test["macro_roc_auc"] <= 1.0 and len(test["macro_roc_auc_ci"]) == 2
     assert f"{test['sensitivity']:.4f}" in readme and f"{test['specificity']:.4f}" in readme
