@@ -576,8 +576,7 @@ def filters(
 
     t = load_target(target)
     name = conv_layer(t.model, layer)[0]
-    folder = t.run_dir / "explain" if t.run_dir else Path("runs") / "explain"
-    path = out or folder / f"filters-{_slug(target)}-{name}.png"
+    path = out or _explain_dir(t) / f"filters-{_slug(target)}-{name}.png"
     grid = plot_filters(t.model, path, name, title=t.title, untrained=t.untrained)
     state = "random initialisation" if t.untrained else "trained"
     console.print(f"{grid.layer}: {' x '.join(map(str, grid.shape))} ({state}); wrote {path}")
@@ -603,8 +602,7 @@ def featuremaps(
     pixels, normalised = input_pixels(t, image)
     names = stage_layers(t.model, t.input_shape) if all_stages else (layer or [conv_layer(t.model, None)[0]])
     maps = feature_maps(t.model, names, normalised)
-    default = (t.run_dir / "explain" if t.run_dir else Path("runs") / "explain") / f"featuremaps-{image.stem}.png"
-    path = out or default
+    path = out or _explain_dir(t) / f"featuremaps-{image.stem}.png"
     plot_feature_maps(pixels, maps, path, f"{t.title}: {image.name}" + (" (untrained)" if t.untrained else ""))
     for name, fmap in maps.items():
         console.print(f"{name}: {' x '.join(map(str, fmap.shape))}")
@@ -997,8 +995,6 @@ def recipe_run(
 
     from cnnlab.recipebook import read_results, run_recipe
 
-    if folds == 1 or folds < 0:
-        raise CnnlabError(f"--folds must be 0 (none) or at least 2, not {folds}")
     target = out or Path("runs") / "recipes" / name
     started = time.perf_counter()
     readme = run_recipe(
@@ -1006,6 +1002,11 @@ def recipe_run(
     )
     console.print(f"\n{read_results(target)['summary']}")
     console.print(f"answered in {time.perf_counter() - started:.1f} s: {readme} (and README.html beside it)")
+
+
+def _explain_dir(target: Any) -> Path:
+    """Where explain figures go by default: the bundle's explain/, or runs/explain for a bare model."""
+    return target.run_dir / "explain" if target.run_dir else Path("runs") / "explain"
 
 
 def _slug(text: str) -> str:

@@ -123,17 +123,15 @@ def imagenet_offline(spec: ModelSpec) -> bool:
 def _torchvision_state(name: str) -> dict[str, torch.Tensor]:
     import torchvision.models as tvm
 
-    entry = tvm.get_model_weights(name).IMAGENET1K_V1
-    cached, _ = _torchvision_checkpoint(name)
-    filename, folder = cached.name, cached.parent
+    cached, url = _torchvision_checkpoint(name)
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
     try:
-        return entry.get_state_dict(progress=False)
+        return tvm.get_model_weights(name).IMAGENET1K_V1.get_state_dict(progress=False)
     except Exception:  # offline: URLError, socket errors, ...
         raise ModelError(
-            f"ImageNet weights for {name} are not available offline: place {filename} in {folder} "
-            f"(torchvision fetches it from {entry.url} when the network is reachable)"
+            f"ImageNet weights for {name} are not available offline: place {cached.name} in {cached.parent} "
+            f"(torchvision fetches it from {url} when the network is reachable)"
         ) from None
 
 

@@ -58,21 +58,21 @@ class Context:
         settings: dict[str, Any] = {"train.seed": self.seed, **values}
         if self.data_dir:
             settings["data.data_dir"] = self.data_dir
+        cap = quick.get("train.epochs") if self.quick else None
         if self.quick:
-            settings.update({k: v for k, v in quick.items() if k != "train.epochs" or not _has_stages(recipe)})
+            settings.update({k: v for k, v in quick.items() if k != "train.epochs"})
         cfg = load_config(recipe, values=settings)
-        if self.quick and "train.epochs" in quick and cfg.train.stages:
-            cap = int(quick["train.epochs"])
-            stages = tuple(dataclasses.replace(s, epochs=min(s.epochs, cap)) for s in cfg.train.stages)
-            cfg = cfg.replace(train=dataclasses.replace(cfg.train, stages=stages))
+        if cap is not None:
+            train = cfg.train
+            if train.stages:
+                stages = tuple(dataclasses.replace(s, epochs=min(s.epochs, int(cap))) for s in train.stages)
+                cfg = cfg.replace(train=dataclasses.replace(train, stages=stages))
+            else:
+                cfg = cfg.replace(train=dataclasses.replace(train, epochs=int(cap)))
         return cfg
 
     def step(self, label: str) -> None:
         self.console.print(f"[bold]{label}[/bold]")
-
-
-def _has_stages(recipe: str | None) -> bool:
-    return recipe is not None and bool(load_config(recipe).train.stages)
 
 
 @dataclass
@@ -148,6 +148,8 @@ def run_recipe(
 ) -> Path:
     """Run the recipe into `out` and return its README."""
     recipe_ = get_recipe(name)
+    if folds == 1 or folds < 0:  # checked before training: k-fold is the recipe's last step
+        raise CnnlabError(f"--folds must be 0 (none) or at least 2, not {folds}")
     if folds and not recipe_.takes_folds:
         raise CnnlabError(f"recipe '{name}' has no k-fold step; --folds applies to xray-triage")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -170,8 +172,9 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str, Any]]:
-    """Accuracy, training time per stage, the curves and the fit verdict of a finished bundle."""
+def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str, Any], dict[str, Any]]:
+    """Accuracy, training time per stage, the curves and the fit verdict of a finished bundle;
+    with the measurements and the bundle's model card."""
     from cnnlab import bundle
     from cnnlab.evaluation.report import data_table, training_table
 
@@ -187,6 +190,7 @@ def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str
         "stages": [{k: s[k] for k in ("name", "epochs", "train_seconds", "best_val_acc")} for s in training["stages"]],
         "verdict": fit["verdict"],
         "parameters": card["parameters"],
+        "weights": card["weights"],
         "data": {k: card["data"].get(k) for k in ("source", "splits")},
     }
     stage_text = "; ".join(
@@ -219,7 +223,7 @@ def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str
         ),
         Section("History", [history_table(run_dir)]),
     ]
-    return sections, results
+    return sections, results, card
 
 
 def _device_text(training: dict[str, Any]) -> str:

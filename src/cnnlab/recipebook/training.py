@@ -23,8 +23,7 @@ def _digits(ctx: Context) -> dict[str, Any]:
 
 def _trained(ctx: Context, recipe_name: str | None, quick: dict[str, Any], what: str, **values: Any) -> Answer:
     run_dir = train_recipe(ctx, ctx.config(recipe_name, quick, **values))
-    sections, results = training_sections(run_dir, what)
-    card = bundle.read_card(run_dir)
+    sections, results, card = training_sections(run_dir, what)
     source = str(card["data"]["source"])
     if source.startswith("folder:"):  # a machine path says little: name the classes instead
         source = f"a {len(card['classes'])}-class folder ({', '.join(card['classes'])})"
@@ -126,14 +125,12 @@ def pytorch_simplecnn(ctx: Context) -> Answer:
 def inceptionv3_cifar10(ctx: Context) -> Answer:
     quick = {"data.limit_train": 100, "data.limit_eval": 100, "data.input_size": 75, "train.epochs": 1}
     answer = _trained(ctx, "inceptionv3-cifar10", quick, "InceptionV3")
-    card = bundle.read_card(ctx.out / "run")
-    answer.sections.insert(0, Section("Weights", [_weights_text(card)]))
-    answer.results["weights"] = card["weights"]
+    answer.sections.insert(0, Section("Weights", [_weights_text(answer.results["weights"])]))
     return answer
 
 
-def _weights_text(card: dict[str, Any]) -> str:
-    if card["weights"] == "imagenet":
+def _weights_text(weights: str) -> str:
+    if weights == "imagenet":
         return "The base starts from ImageNet weights (found offline)."
     return (
         "No ImageNet checkpoint for this architecture was found offline, so every layer trained from random "
@@ -159,8 +156,7 @@ AUGMENT_ADVICE = {
 
 def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: str) -> Answer:
     run_dir = train_recipe(ctx, ctx.config(recipe_name, quick))
-    sections, results = training_sections(run_dir, backbone)
-    card = bundle.read_card(run_dir)
+    sections, results, card = training_sections(run_dir, backbone)
     fit = card["training"]["fit"]
     verdict = str(fit["verdict"])
     stages = {s["name"]: s for s in card["training"]["stages"]}
@@ -183,9 +179,8 @@ def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: st
         f"Final: validation accuracy {pct(results['val_accuracy'])}, test accuracy {pct(results['test_accuracy'])}.",
         f"Overfitting analysis: {verdict} ({fit['reason']}).",
         f"Augmentation: {AUGMENT_ADVICE.get(verdict, fit['suggestion'])}",
-        _weights_text(card),
+        _weights_text(card["weights"]),
     ]
-    results["weights"] = card["weights"]
     results["classes"] = classes
     summary = (
         f"{backbone}: {pct(results['test_accuracy'])} test accuracy on {len(classes)} flower classes; "
