@@ -136,5 +136,6 @@ def test_demo_meets_its_promise(tmp_path: Path, capsys, monkeypatch) -> None:
     card = json.loads((tmp_path / "demo" / bundle.CARD).read_text())
     assert card["metrics"]["test_accuracy"] >= 0.95
     assert f"test accuracy {card['metrics']['test_accuracy']:.4f}" in out
-    for name in (bundle.WEIGHTS, bundle.CONFIG, bundle.HISTORY, bundle.CURVES, "checkpoints/last.pt"):
+    for name in (bundle.WEIGHTS, bundle.CONFIG, bundle.HISTORY, bundle.CURVES):
         assert (tmp_path / "demo" / name).is_file()
+    assert not (tmp_path / "demo" / bundle.CHECKPOINTS).exists()

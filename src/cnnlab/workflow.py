@@ -249,6 +249,9 @@ def train(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     bundle.write_card(out, card)  # last: its presence marks a finished bundle
+    # --resume refuses a finished bundle, so its checkpoints are dead weight (with Adam's state,
+    # about 4x the weights: gigabytes for VGG16).
+    shutil.rmtree(out / bundle.CHECKPOINTS, ignore_errors=True)
     return TrainSummary(
         run_dir=out,
         test_accuracy=test.accuracy,

@@ -217,8 +217,8 @@ def fit(
             state.update(skip_stage=skip_stage, stop_reason=stop_reason)
         if distributed.current().main:  # one writer; every rank holds the same weights
             save_checkpoint(checkpoint_dir / "last.pt", state)
-            if improved:
-                save_checkpoint(checkpoint_dir / "best.pt", state)
+            if improved:  # resume reads only the weights from here; the rest is in last.pt
+                save_checkpoint(checkpoint_dir / "best.pt", {"model": state["model"]})
             if on_epoch is not None:
                 on_epoch(history)
         console.print(_epoch_line(row, len(plan), improved))
