@@ -52,9 +52,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
 
 
 def test_resume_refuses_a_different_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tiny_config()
-    train(cfg, tmp_path / "run")
-    (tmp_path / "run" / bundle.CARD).unlink()  # make it look unfinished
+    cfg = tiny_config(**{"train.epochs": 2})
+    train_killed_after(cfg, tmp_path / "run", 1, monkeypatch)
     with pytest.raises(BundleError, match="different 'model' section"):
         train(tiny_config(**{"model.name": "simple_cnn"}), tmp_path / "run", resume=True)
     with pytest.raises(BundleError, match="no checkpoint"):
