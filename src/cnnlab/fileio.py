@@ -42,9 +42,14 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide bundles from a shared group
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        # torch.save reports a full disk as "RuntimeError: [enforce fail at inline_container.cc]
+        # unexpected pos ..." raised while handling the OSError: surface the OSError, with the path.
+        if not isinstance(exc, OSError) and isinstance(exc.__context__, OSError):
+            cause = exc.__context__
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from exc
         raise
     _fsync_dir(path.parent)
 

@@ -36,6 +36,31 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left behind
 
 
+def test_a_full_disk_during_torch_save_is_reported_as_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What CI saw: torch.save's zip writer hits ENOSPC, then raises a RuntimeError about
+    'unexpected pos' while handling it. The user should read "No space left on device"."""
+    import errno
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 1})
+
+    def torch_save_on_a_full_disk(obj, fh) -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 948185984") from None
+
+    monkeypatch.setattr(checkpoint.torch, "save", torch_save_on_a_full_disk)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        save_checkpoint(path, {"epoch": 2})
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
 def test_interrupted_text_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "model.json"
     atomic_write_text(target, '{"ok": 1}')
