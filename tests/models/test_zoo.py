@@ -83,6 +83,35 @@ def test_torchvision_imagenet_weights_offline_say_where_to_put_the_file(
     assert "vgg16-397923af.pth" in message and str(tmp_path / "torch" / "hub" / "checkpoints") in message
 
 
+def test_vgg16_gap_takes_vgg16s_imagenet_base_and_a_new_small_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.models as tvm
+
+    from cnnlab.models import get_spec
+    from cnnlab.models import weights as weights_module
+
+    torch.manual_seed(0)
+    imagenet_vgg16 = tvm.vgg16(weights=None).state_dict()  # stands in for the checkpoint on disk
+    asked: list[str] = []
+    monkeypatch.setattr(weights_module, "_torchvision_state", lambda name: asked.append(name) or imagenet_vgg16)
+    model = create_model("vgg16_gap", 5, 3, 224, weights="imagenet")
+    assert asked == ["vgg16"]
+    state = model.net.state_dict()
+    features = [k for k in imagenet_vgg16 if k.startswith("features.")]
+    assert len(features) == 26 and all(torch.equal(state[k], imagenet_vgg16[k]) for k in features)
+    head = sum(p.numel() for n, p in model.named_parameters() if n.startswith("net.classifier"))
+    assert head == 512 * 256 + 256 + 256 * 5 + 5  # the seed's Keras head, not VGG16's 123M-weight classifier
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+    # `model.weights: auto` looks for VGG16's own checkpoint file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr("torch.hub._hub_dir", None)
+    assert not weights_module.imagenet_offline(get_spec("vgg16_gap"))
+    (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth").touch()
+    assert weights_module.imagenet_offline(get_spec("vgg16_gap"))
+
+
 def test_weights_file_round_trip_and_mismatch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = create_model("simple_cnn", 10, 1, 28)

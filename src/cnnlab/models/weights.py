@@ -82,8 +82,19 @@ def load_state_file(model: nn.Module, path: Path) -> None:
     model.load_state_dict(state)
 
 
+# Models that take another torchvision network's ImageNet checkpoint for their trunk only;
+# their heads are new, so they start from scratch.
+_TORCHVISION_TRUNK_OF = {"vgg16_gap": ("vgg16", "features.")}
+
+
 def _load_imagenet(spec: ModelSpec, model: nn.Module) -> None:
-    if spec.pretrained == "torchvision":
+    if spec.pretrained == "torchvision" and spec.name in _TORCHVISION_TRUNK_OF:
+        source, prefix = _TORCHVISION_TRUNK_OF[spec.name]
+        trunk = {k: v for k, v in _torchvision_state(source).items() if k.startswith(prefix)}
+        missing, unexpected = model.net.load_state_dict(trunk, strict=False)
+        if unexpected or any(k.startswith(prefix) for k in missing):  # pragma: no cover - a wrong table entry
+            raise ModelError(f"{source}'s checkpoint does not fit {spec.name}'s trunk")
+    elif spec.pretrained == "torchvision":
         model.net.load_state_dict(_torchvision_state(spec.name))
     elif spec.pretrained == "lite0-package":
         _load_lite0(model)
@@ -97,6 +108,7 @@ def _torchvision_checkpoint(name: str) -> tuple[Path, str]:
     """Where torch's hub cache keeps the ImageNet checkpoint, and the URL it comes from."""
     import torchvision.models as tvm
 
+    name = _TORCHVISION_TRUNK_OF.get(name, (name, ""))[0]
     url = tvm.get_model_weights(name).IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
 

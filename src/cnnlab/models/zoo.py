@@ -152,6 +152,24 @@ def vgg16(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     return _vgg(tvm.vgg16, num_classes, in_chans)
 
 
+@_register_tv(
+    "vgg16_gap",
+    "net.features.28",
+    "VGG16's convolutional base with the Keras transfer head of 000 Q7: global average pooling, "
+    "dense 256, dropout 0.5 (ImageNet weights: torchvision's VGG16 for the base)",
+    32,
+)
+def vgg16_gap(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    # 131k head weights instead of VGG16's 123M-weight classifier: what a small dataset can fit.
+    net = tvm.vgg16(weights=None)
+    net.avgpool = nn.AdaptiveAvgPool2d(1)
+    net.classifier = nn.Sequential(
+        nn.Linear(512, 256), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(256, num_classes)
+    )
+    model = TorchvisionNet(net, ["features"], _pool_flatten_classifier, "classifier.3", _split_at_pools)
+    return adapt_input_channels(model, in_chans)
+
+
 @_register_tv("vgg16_bn", "net.features.40", "VGG16 with batch normalisation, torchvision", 32)
 def vgg16_bn(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     return _vgg(tvm.vgg16_bn, num_classes, in_chans)

@@ -167,12 +167,12 @@ def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: st
         + ", ".join(f"{n:,} {name}" for name, n in splits.items())
         + ".",
         f"Feature extraction (frozen base, new head): {stages['head']['train_seconds']:.1f} s for "
-        f"{stages['head']['epochs']} epochs, best validation accuracy {pct(stages['head']['best_val_acc'])}.",
+        f"{_epochs(stages['head']['epochs'])}, best validation accuracy {pct(stages['head']['best_val_acc'])}.",
     ]
     if "finetune" in stages:
         analysis.append(
             f"Fine-tuning (top blocks unfrozen, lower learning rate): {stages['finetune']['train_seconds']:.1f} s "
-            f"for {stages['finetune']['epochs']} epochs, best validation accuracy "
+            f"for {_epochs(stages['finetune']['epochs'])}, best validation accuracy "
             f"{pct(stages['finetune']['best_val_acc'])}."
         )
     analysis += [
@@ -206,7 +206,7 @@ def vgg16_flowers(ctx: Context) -> Answer:
         "data.limit_eval": 50,
         "data.input_size": 64,
         "train.epochs": 1,
-        "train.batch_size": 64,  # one optimiser step: most of VGG16's time is the update of 134M weights
+        "train.batch_size": 64,  # one optimiser step per stage
         "model.weights": "auto",
     }
     return _flowers(ctx, "vgg16-flowers", quick, "VGG16")
