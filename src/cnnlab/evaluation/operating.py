@@ -35,7 +35,17 @@ def parse_positive(text: str, classes: list[str]) -> list[str]:
 
 
 def positive_score(proba: np.ndarray, classes: list[str], positive: list[str]) -> np.ndarray:
+    """P(positive) of each row of (N, C) probabilities: the sum over the positive classes."""
     return proba[:, [classes.index(c) for c in positive]].sum(axis=1)
+
+
+def operating_decision(point: dict[str, Any] | None, classes: list[str], row: np.ndarray) -> str | None:
+    """The card's operating point, `{"positive": [class, ...], "value": t}`, applied to one row of
+    probabilities: `positive` when P(positive) reaches the threshold, else `negative`."""
+    if not point:
+        return None
+    score = float(positive_score(row[None], classes, point["positive"])[0])
+    return "positive" if score >= float(point["value"]) else "negative"
 
 
 def rates_at(score: np.ndarray, is_pos: np.ndarray, threshold: float) -> dict[str, float]:

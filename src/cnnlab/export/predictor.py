@@ -16,6 +16,7 @@ from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import Preprocessing, fit_all, image_to_input, normalize, stats_tensors
 from cnnlab.engine.losses import probabilities
 from cnnlab.errors import DataError
+from cnnlab.evaluation.operating import operating_decision
 from cnnlab.models.registry import pooled_embedding
 
 
@@ -28,14 +29,6 @@ class Prediction:
     decision: str | None = None
     """With an operating point in the card: `positive` when the probability of its positive
     classes reaches its threshold, else `negative`."""
-
-
-def operating_decision(threshold: dict[str, Any] | None, classes: list[str], row: np.ndarray) -> str | None:
-    """The card's operating point, `{"positive": [class, ...], "value": t}`, applied to one row."""
-    if not threshold:
-        return None
-    score = sum(float(row[classes.index(c)]) for c in threshold["positive"])
-    return "positive" if score >= float(threshold["value"]) else "negative"
 
 
 BACKENDS = ("torch", "compile", "onnx")

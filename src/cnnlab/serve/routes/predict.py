@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from cnnlab.data.decode import decode_bytes, decode_image, sniff_format
 from cnnlab.errors import DataError
 from cnnlab.explain.cam import METHODS, overlay
-from cnnlab.export.predictor import operating_decision
+from cnnlab.evaluation.operating import operating_decision, positive_score
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.serve.models import LoadedModel
 from cnnlab.serve.security import Clinician
@@ -154,7 +154,7 @@ def review_reasons(model: LoadedModel, proba: np.ndarray, threshold: float, marg
     point: dict[str, Any] | None = model.classifier.card.get("threshold")
     if point:
         classes = model.classifier.classes
-        score = sum(float(proba[classes.index(c)]) for c in point["positive"])
+        score = float(positive_score(proba[None], classes, point["positive"])[0])
         if abs(score - float(point["value"])) < margin:
             reasons.append("near_operating_point")
     return reasons
