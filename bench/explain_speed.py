@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.export.predictor import expand_inputs, load
+from cnnlab.bundle.classifier import load
+from cnnlab.tasks.predict import expand_inputs
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     clf = load(args.run)
     files = expand_inputs([str(folder)])[: args.limit]
     prep = clf.preprocessing
-    print(f"{args.run} ({clf.card['architecture']}), {len(files)} images at {prep.pad_to[0]}x{prep.pad_to[1]}, "
+    print(f"{args.run} ({clf.card.architecture}), {len(files)} images at {prep.pad_to[0]}x{prep.pad_to[1]}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
 
     from cnnlab.explain.folder import explain_files

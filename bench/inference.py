@@ -28,7 +28,8 @@ SIZES = {"lenet5": (1, 32), "resnet50": (3, 224), "efficientnet_b0": (3, 224), "
 
 def measure(name: str, backend: str, repeats: int) -> dict[str, float]:
     """In this process: latency at batch 1 and throughput at batch 32 of one model on one backend."""
-    from cnnlab.export.onnx import _write, make_runner
+    from cnnlab.bundle.backends import make_runner
+    from cnnlab.export.onnx import _write
     from cnnlab.models import create_model
 
     chans, size = SIZES[name]
@@ -67,7 +68,8 @@ def measure(name: str, backend: str, repeats: int) -> dict[str, float]:
 
 
 def predict_profile(run: Path, folder: Path, backend: str) -> None:
-    from cnnlab.export.predictor import expand_inputs, load, predict_files
+    from cnnlab.bundle.classifier import load
+    from cnnlab.tasks.predict import expand_inputs, predict_files
 
     clf = load(run, backend)
     files = expand_inputs([str(folder)])

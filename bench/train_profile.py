@@ -34,7 +34,7 @@ from cnnlab.data.sources import load_source
 from cnnlab.engine.losses import make_loss
 from cnnlab.engine.transfer import plan_stage
 from cnnlab.models import create_model, get_spec
-from cnnlab.workflow import prepare_data
+from cnnlab.tasks.train import prepare_data
 from train_vs_peers import gemm_rate
 
 

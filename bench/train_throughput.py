@@ -28,7 +28,7 @@ from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.data.sources import locate
 from cnnlab.models import create_model, get_spec
-from cnnlab.workflow import train
+from cnnlab.tasks.train import train
 
 VARIANTS = {
     "default": [],  # the recipe: batch 128, channels_last, fp32

@@ -60,7 +60,7 @@ from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.data.sources import locate
 from cnnlab.models import create_model, get_spec
-from cnnlab.workflow import train
+from cnnlab.tasks.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import tutorial_loop
@@ -175,7 +175,7 @@ def cnnlab_run(
         steady(train_s),
         steady(epoch_s),
         epoch_s[0],
-        card["metrics"]["test_accuracy"],
+        card.metrics["test_accuracy"],
     )
     return result, images
 

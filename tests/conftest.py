@@ -30,7 +30,7 @@ def tiny_cfg() -> Config:
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small finished bundle shared by the read-only tests."""
-    from cnnlab.workflow import train
+    from cnnlab.tasks.train import train
 
     out = tmp_path_factory.mktemp("bundle") / "run"
     train(tiny_config(**{"train.epochs": 3, "data.limit_train": 1500}), out)
@@ -40,7 +40,7 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_killed_after(cfg: Config, out: Path, epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run `cfg` into `out` as if the process were killed right after epoch `epochs` was saved."""
     from cnnlab import bundle
-    from cnnlab.workflow import train
+    from cnnlab.tasks.train import train
 
     real = bundle.write_history
 

@@ -39,7 +39,7 @@ def test_loaded_classifier_reproduces_the_test_accuracy_from_raw_images(trained_
     raw = [img[0] for img in x.numpy()]  # HxW uint8 arrays, as a user would pass them
     predictions = clf.predict(raw)
     accuracy = np.mean([p.index == label for p, label in zip(predictions, y.tolist(), strict=True)])
-    assert accuracy == pytest.approx(clf.card["metrics"]["test_accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(clf.card.metrics["test_accuracy"], abs=1e-9)
 
 
 def test_predict_accepts_paths_pil_and_arrays(trained_bundle: Path, tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_not_a_bundle(tmp_path: Path) -> None:
 
 def test_evaluate_writes_metrics_and_confusion_matrix(trained_bundle: Path, tmp_path: Path) -> None:
     result = cnnlab.evaluate(trained_bundle, out=tmp_path / "eval")
-    assert result.accuracy == pytest.approx(cnnlab.load(trained_bundle).card["metrics"]["test_accuracy"])
+    assert result.accuracy == pytest.approx(cnnlab.load(trained_bundle).card.metrics["test_accuracy"])
     assert result.data_matches
     assert result.confusion.sum() == 1000 and result.confusion.shape == (10, 10)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())

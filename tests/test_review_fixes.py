@@ -11,7 +11,7 @@ import cnnlab
 from cnnlab import bundle
 from cnnlab.config import load_config
 from cnnlab.errors import BundleError, ConfigError, DataError
-from cnnlab.workflow import train
+from cnnlab.tasks.train import train
 from tests.conftest import tiny_config, train_killed_after
 from tests.data.folders import make_folder
 

@@ -8,21 +8,22 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from cnnlab.bundle.classifier import Classifier, Prediction, load
     from cnnlab.config import Config, load_config
-    from cnnlab.export.predictor import Classifier, Prediction, load
     from cnnlab.models import create_model, list_models
-    from cnnlab.workflow import evaluate, train
+    from cnnlab.tasks.evaluate import evaluate
+    from cnnlab.tasks.train import train
 
 _PUBLIC = {
     "Config": "cnnlab.config",
     "load_config": "cnnlab.config",
-    "Classifier": "cnnlab.export.predictor",
-    "Prediction": "cnnlab.export.predictor",
-    "load": "cnnlab.export.predictor",
+    "Classifier": "cnnlab.bundle.classifier",
+    "Prediction": "cnnlab.bundle.classifier",
+    "load": "cnnlab.bundle.classifier",
     "create_model": "cnnlab.models",
     "list_models": "cnnlab.models",
-    "evaluate": "cnnlab.workflow",
-    "train": "cnnlab.workflow",
+    "evaluate": "cnnlab.tasks.evaluate",
+    "train": "cnnlab.tasks.train",
 }
 __all__ = [
     "Classifier",

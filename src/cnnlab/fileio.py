@@ -8,12 +8,14 @@ goes through `atomic_write`: write to a temp file in the same directory, fsync, 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
 import pickle
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,6 +82,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> None:
+    """Rows as an atomic CSV file (columns: `fields`, else the first row's keys); floats to 6
+    significant digits."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields or rows[0]), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

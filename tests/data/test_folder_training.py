@@ -10,7 +10,7 @@ import pytest
 import cnnlab
 from cnnlab.config import load_config
 from cnnlab.data.folder import scan_folder
-from cnnlab.workflow import train
+from cnnlab.tasks.train import train
 from tests.conftest import SHARED_DATA
 from tests.data.folders import write_image
 

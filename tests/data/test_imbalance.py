@@ -12,7 +12,7 @@ from cnnlab.config import load_config
 from cnnlab.data.loader import TensorBatches
 from cnnlab.data.preprocess import stats_tensors
 from cnnlab.engine.losses import balanced_class_weights, make_loss
-from cnnlab.workflow import train
+from cnnlab.tasks.train import train
 from tests.data.folders import make_folder
 
 

@@ -18,7 +18,7 @@ import torch
 
 from cnnlab.data.loader import TensorBatches
 from cnnlab.errors import CnnlabError
-from cnnlab.workflow import train
+from cnnlab.tasks.train import train
 from tests.conftest import tiny_config
 
 TINY = ["--data", "mnist-sample", "--set", "data.limit_train=1200", "--batch-size", "64"]

@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 from cnnlab import bundle
 from cnnlab.engine import fit as fit_module
 from cnnlab.engine.loop import NonFiniteLoss, train_one_epoch
-from cnnlab.engine.losses import make_loss, probabilities
+from cnnlab.engine.losses import make_loss
 from cnnlab.errors import BundleError, CnnlabError
-from cnnlab.workflow import train
+from cnnlab.models.outputs import probabilities
+from cnnlab.tasks.train import train
 from tests.conftest import tiny_config, train_killed_after
 
 
@@ -76,7 +77,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights(tmp_path: Path, m
     assert "non-finite loss in epoch 2" in summary.stop_reason
     assert summary.test_accuracy > 0.5  # the epoch-1 weights, not NaNs
     card = bundle.read_card(tmp_path / "run")
-    assert "non-finite" in card["training"]["stop_reason"]
+    assert "non-finite" in card.training["stop_reason"]
 
 
 def test_divergence_before_any_epoch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

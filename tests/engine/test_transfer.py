@@ -12,7 +12,7 @@ from cnnlab.config import load_config
 from cnnlab.engine.transfer import plan_stage, trunk_blocks
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
-from cnnlab.workflow import train
+from cnnlab.tasks.train import train
 
 
 def trainable(model) -> set[str]:
@@ -84,8 +84,8 @@ def test_two_stage_run_with_cached_features(tmp_path: Path, monkeypatch: pytest.
     rows = bundle.read_history(tmp_path / "run" / bundle.HISTORY)
     assert [r["stage"] for r in rows] == ["head", "head", "finetune"]
     card = bundle.read_card(tmp_path / "run")
-    assert card["weights"] == "imagenet" and card["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
-    assert [s["name"] for s in card["training"]["stages"]] == ["head", "finetune"]
+    assert card.weights == "imagenet" and card.preprocessing["mean"] == [0.5, 0.5, 0.5]
+    assert [s["name"] for s in card.training["stages"]] == ["head", "finetune"]
     # The trunk below the top two blocks never changed.
     pretrained = create_model("efficientnet_lite0", 2, 3, 32, weights="imagenet").state_dict()
     from safetensors.torch import load_file
@@ -115,7 +115,7 @@ def test_auto_weights_fall_back_to_training_everything(tmp_path: Path, monkeypat
     from rich.console import Console
 
     from cnnlab.models import weights as weights_module
-    from cnnlab.workflow import resolve_auto_weights
+    from cnnlab.tasks.train import resolve_auto_weights
 
     def download(name):
         raise AssertionError(f"'auto' tried to fetch {name}: it must only look at what is on disk")

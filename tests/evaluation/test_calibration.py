@@ -14,7 +14,7 @@ import cnnlab
 from cnnlab.errors import DataError
 from cnnlab.evaluation.calibration import calibration_scores, fit_calibration, reliability
 from cnnlab.evaluation.operating import choose_threshold, parse_positive, rates_at
-from cnnlab.workflow import calibrate
+from cnnlab.tasks.calibrate import calibrate
 
 
 def overconfident(n: int = 3000, k: int = 5, sharpen: float = 3.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ import cnnlab
 from cnnlab.config import load_config
 from cnnlab.data.splits import fold_splits
 from cnnlab.errors import DataError
-from cnnlab.workflow import crossval
+from cnnlab.tasks.crossval import crossval
 from tests.data.folders import write_image, write_metadata
 
 

@@ -15,25 +15,34 @@ from onnx import numpy_helper
 from PIL import Image
 
 import cnnlab
+from cnnlab.bundle.backends import make_runner
+from cnnlab.bundle.classifier import Classifier
+from cnnlab.bundle.card import ModelCard
 from cnnlab.data.preprocess import Preprocessing
 from cnnlab.errors import BundleError
-from cnnlab.export.onnx import ExportError, _write, check_parity, export_model, make_runner
-from cnnlab.export.predictor import Classifier
+from cnnlab.export.onnx import ExportError, _write, check_parity
 from cnnlab.models import create_model, get_spec, list_models
+from cnnlab.tasks.export import export_model
 from tests.models.test_contract import TIMM_SAMPLES
 
 
 def _classifier(name: str, in_chans: int, size: int) -> Classifier:
     torch.manual_seed(0)
     model = create_model(name, 3 if not get_spec(name).binary else 2, in_chans, size).eval()
-    card = {
-        "classes": ["a", "b", "c"] if not get_spec(name).binary else ["a", "b"],
-        "binary": get_spec(name).binary,
-        "temperature": None,
-        "preprocessing": Preprocessing(
+    classes = ["a", "b", "c"] if not get_spec(name).binary else ["a", "b"]
+    card = ModelCard(
+        name=name,
+        architecture=name,
+        num_classes=len(classes),
+        classes=classes,
+        in_chans=in_chans,
+        input_size=[size, size],
+        binary=get_spec(name).binary,
+        preprocessing=Preprocessing(
             in_chans, (size, size), (size, size), (0.5,) * in_chans, (0.25,) * in_chans
         ).to_dict(),
-    }
+        weights_sha256="",
+    )
     return Classifier(model, card)
 
 

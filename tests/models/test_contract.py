@@ -8,7 +8,7 @@ from torch import nn
 
 from cnnlab.errors import ModelError
 from cnnlab.models import create_model, get_spec, list_models, register_model
-from cnnlab.models.registry import find_cam_layer
+from cnnlab.models.factory import find_cam_layer
 
 
 def _small_size(name: str) -> int:

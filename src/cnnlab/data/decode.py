@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnlab.data.dicom import decode_dicom, scale_to_uint8
 from cnnlab.errors import DataError
 
 MAX_PIXELS = 50_000_000
@@ -99,8 +100,6 @@ def decode_bytes(data: bytes, name: str = "<bytes>") -> tuple[Image.Image, Image
     if fmt is None:
         raise DataError(f"{name}: not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})")
     if fmt == "DICOM":
-        from cnnlab.data.dicom import decode_dicom
-
         pixels, mode = decode_dicom(data, name, MAX_PIXELS)
         image = Image.fromarray(pixels, mode="L")
         return image, ImageInfo("DICOM", image.width, image.height, mode, 1)
@@ -162,14 +161,6 @@ def _open(stream: io.BytesIO, name: str) -> Image.Image:
 
 def _natural_channels(image: Image.Image) -> int:
     return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
-
-
-def scale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """The used range of any grey values, stretched to 0-255 (16-bit images, DICOM)."""
-    values = values.astype(np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
-    return np.clip(scaled.round(), 0, 255).astype(np.uint8)
 
 
 def _to_l_or_rgb(image: Image.Image) -> Image.Image:

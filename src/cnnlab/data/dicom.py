@@ -10,10 +10,17 @@ import io
 
 import numpy as np
 
-from cnnlab.data.decode import scale_to_uint8
 from cnnlab.errors import DataError
 
 _COMPRESSED_HINT = "install a decoder for it (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)"
+
+
+def scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """The used range of any grey values, stretched to 0-255 (16-bit images, DICOM)."""
+    values = values.astype(np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
+    return np.clip(scaled.round(), 0, 255).astype(np.uint8)
 
 
 def decode_dicom(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, str]:

@@ -1,6 +1,6 @@
 """`fit`: epochs of `train_one_epoch` / `evaluate_epoch`, with checkpoints, early stopping,
 a learning-rate policy, a non-finite-loss guard and resume. It writes only `checkpoints/`;
-the bundle around it is assembled by `cnnlab.workflow`."""
+the bundle around it is assembled by `cnnlab.tasks.train`."""
 
 from __future__ import annotations
 

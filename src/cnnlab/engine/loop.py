@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from cnnlab.engine.distributed import all_finite, sum_across
-from cnnlab.engine.losses import LossFn, predicted_index, target_index
+from cnnlab.engine.losses import LossFn, target_index
+from cnnlab.models.outputs import predicted_index
 
 
 class NonFiniteLoss(RuntimeError):

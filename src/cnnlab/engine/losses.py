@@ -1,12 +1,13 @@
-"""Losses and the logits -> predictions/probabilities rules, for multi-class and binary heads.
+"""Training losses for multi-class and binary heads (the head's own rules, logits -> predictions
+and probabilities, live with the models in `cnnlab.models.outputs`).
 
-A binary model (one sigmoid output, the seed's `class_mode='binary'`) emits one logit per image;
-everything downstream sees two-column probabilities [P(class 0), P(class 1)].
+A binary model (one sigmoid output, the seed's `class_mode='binary'`) is trained as a two-way
+softmax whose first logit is fixed at zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,27 +55,3 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tens
 def target_index(target: torch.Tensor) -> torch.Tensor:
     """Class indices from index targets or (mixed) probability targets."""
     return target.argmax(dim=1) if target.ndim == 2 else target
-
-
-def predicted_index(logits: torch.Tensor, binary: bool) -> torch.Tensor:
-    if binary:
-        return (logits.squeeze(1) > 0).long()
-    return logits.argmax(dim=1)
-
-
-def probabilities(
-    logits: torch.Tensor,
-    binary: bool,
-    temperature: float = 1.0,
-    scale: Sequence[float] | None = None,
-    bias: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """(N, num_classes) probabilities of calibrated logits: divided by `temperature` (> 1 softens
-    over-confident logits), or, with vector scaling, `logits * scale + bias` per logit."""
-    scaled = logits.float() / temperature
-    if scale is not None and bias is not None:
-        scaled = scaled * torch.tensor(scale, dtype=scaled.dtype) + torch.tensor(bias, dtype=scaled.dtype)
-    if binary:
-        p = torch.sigmoid(scaled.squeeze(1))
-        return torch.stack([1.0 - p, p], dim=1)
-    return scaled.softmax(dim=1)

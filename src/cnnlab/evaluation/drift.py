@@ -19,9 +19,8 @@ from safetensors.numpy import load, save
 
 from cnnlab.data.preprocess import normalize
 from cnnlab.data.splits import seeded_subset
-from cnnlab.engine.losses import predicted_index
 from cnnlab.fileio import atomic_write_bytes
-from cnnlab.models.registry import pooled_embedding
+from cnnlab.models.outputs import pooled_embedding, predicted_index
 
 REFERENCE = "reference.safetensors"
 REFERENCE_IMAGES = 256

@@ -230,7 +230,7 @@ def resolve_cam_layer(model: nn.Module, preferred: str | None, input_shape: tupl
     """The layer to explain: `preferred` (the spec's or the card's) if it yields a spatial map and a
     non-zero gradient on a random input, else the last convolution with a spatial output."""
     from cnnlab.errors import ModelError
-    from cnnlab.models.registry import find_cam_layer
+    from cnnlab.models.factory import find_cam_layer
 
     candidates = [preferred] if preferred else []
     fallback = find_cam_layer(model, input_shape[0], input_shape[1])

@@ -1,6 +1,6 @@
 """Export a bundle for fast inference, with its preprocessing and a parity proof.
 
-`export_model` writes `export/model.onnx` (or a TorchScript / torch.export archive),
+`export_classifier` writes `export/model.onnx` (or a TorchScript / torch.export archive),
 `export/preprocess.json` (the card's contract: sizes, channels, mean/std, classes, temperature,
 threshold) and `export/parity.json`: the exported model against the bundle's own torch model on
 real images of the run's test split. A model that disagrees (probabilities further apart than
@@ -10,16 +10,18 @@ real images of the run's test split. A model that disagrees (probabilities furth
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
+import onnx
 import torch
 from torch import nn
 
+from cnnlab.bundle.backends import Runner, make_runner
+from cnnlab.bundle.classifier import Classifier
 from cnnlab.errors import CnnlabError
-from cnnlab.export.predictor import Classifier, load
 from cnnlab.fileio import atomic_write_json
 
 Format = Literal["onnx", "torchscript", "exported-program"]
@@ -55,20 +57,18 @@ class Parity:
     seconds_reference: float
 
 
-def export_model(
-    run_dir: str | Path,
+def export_classifier(
+    clf: Classifier,
+    pixels: torch.Tensor,
+    out_dir: Path,
     fmt: Format = "onnx",
     *,
     opset: int = 17,
     dynamic_batch: bool = True,
     embed_preprocessing: bool = False,
-    samples: int = 256,
-    data_dir: str | None = None,
 ) -> tuple[Path, Parity]:
-    run_dir = Path(run_dir)
-    clf = load(run_dir)
-    pixels = test_pixels(run_dir, clf, samples, data_dir)
-    out_dir = run_dir / "export"
+    """Write `clf` in `fmt` to `out_dir`, checked against its own torch model on `pixels` (uint8
+    network input); put in place only when parity holds."""
     out_dir.mkdir(exist_ok=True)
     target = out_dir / FILENAMES[fmt]
     staging = target.with_name(target.name + ".tmp")
@@ -83,7 +83,7 @@ def export_model(
     except Exception as exc:  # exporters raise many types for unsupported operations
         staging.unlink(missing_ok=True)
         raise ExportError(
-            f"{clf.card['architecture']} cannot be exported as {fmt}: {str(exc).splitlines()[0][:300]}"
+            f"{clf.card.architecture} cannot be exported as {fmt}: {str(exc).splitlines()[0][:300]}"
         ) from None
     runner = make_runner(staging, fmt, embed_preprocessing)
     parity = check_parity(clf, runner, pixels, embed_preprocessing)
@@ -128,29 +128,16 @@ def contract(clf: Classifier, fmt: str, filename: str, embedded: bool) -> dict[s
         "classes": clf.classes,
         "temperature": clf.temperature,
         "vector_scaling": {"scale": clf.scale, "bias": clf.bias} if clf.scale is not None else None,
-        "threshold": clf.card.get("threshold"),
-        "architecture": clf.card["architecture"],
-        "weights_sha256": clf.card["weights_sha256"],
+        "threshold": clf.card.threshold,
+        "architecture": clf.card.architecture,
+        "weights_sha256": clf.card.weights_sha256,
     }
 
 
-def test_pixels(run_dir: Path, clf: Classifier, samples: int, data_dir: str | None) -> torch.Tensor:
-    """Up to `samples` images of the run's test split, as the network's uint8 input."""
-    from cnnlab.workflow import bundle_data
-
-    data = bundle_data(run_dir, clf, data_dir)
-    x = data.splits["test"][0]
-    idx = np.linspace(0, len(x) - 1, min(samples, len(x))).round().astype(int)
-    return clf.fit_pixels(x[torch.from_numpy(idx)], already_fitted=data.fitted_crop is not None)
-
-
 def _write(net: nn.Module, example: torch.Tensor, path: Path, fmt: str, opset: int, dynamic_batch: bool) -> None:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "onnx":
-            import onnx
 
             try:  # the TorchScript-based exporter: fast, and enough for most networks
                 torch.onnx.export(
@@ -192,39 +179,7 @@ def _write(net: nn.Module, example: torch.Tensor, path: Path, fmt: str, opset: i
             raise ExportError(f"unknown format '{fmt}': onnx, torchscript or exported-program")
 
 
-def make_runner(path: Path, fmt: str, embedded: bool, threads: int | None = None):
-    """A function from the exported model's input tensor to logits, for parity and serving."""
-    if fmt == "onnx":
-        import os
-
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        dtype = np.uint8 if embedded else np.float32
-
-        def run_onnx(x: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(session.run(None, {"input": x.numpy().astype(dtype, copy=False)})[0])
-
-        return run_onnx
-    if fmt == "torchscript":
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu").eval()
-    else:
-        module = torch.export.load(str(path)).module()
-
-    def run_torch(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return module(x).float()
-
-    return run_torch
-
-
-def check_parity(clf: Classifier, runner, pixels: torch.Tensor, embedded: bool, batch: int = 64) -> Parity:
+def check_parity(clf: Classifier, runner: Runner, pixels: torch.Tensor, embedded: bool, batch: int = 64) -> Parity:
     start = time.perf_counter()
     reference = torch.from_numpy(clf.proba_from_pixels(pixels))
     t_ref = time.perf_counter() - start

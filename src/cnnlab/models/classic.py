@@ -12,7 +12,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.models.registry import num_outputs, register_model
+from cnnlab.models.outputs import num_outputs
+from cnnlab.models.registry import register_model
 
 
 class SequentialCNN(nn.Module):

@@ -19,13 +19,12 @@ from torch import nn
 from cnnlab.errors import ModelError
 from cnnlab.fileio import TORCH_LOAD_ERRORS
 from cnnlab.models.registry import ModelSpec
+from cnnlab.models.zoo import adapt_input_channels
 
 IMAGENET_CLASSES = 1000
 
 
 def build_with_weights(spec: ModelSpec, weights: str, num_classes: int, in_chans: int, size: int) -> nn.Module:
-    from cnnlab.models.zoo import adapt_input_channels
-
     if weights == "imagenet":
         if spec.pretrained is None:
             raise ModelError(f"{spec.name} has no ImageNet weights; train it from scratch (model.weights=none)")

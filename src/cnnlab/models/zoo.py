@@ -14,6 +14,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from cnnlab.errors import ModelError
 from cnnlab.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -261,8 +262,6 @@ def create_timm(name: str, num_classes: int, in_chans: int, pretrained: bool = F
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
     except RuntimeError as exc:
-        from cnnlab.errors import ModelError
-
         raise ModelError(f"timm:{name}: {str(exc).splitlines()[0]}") from None
     model.trunk_blocks = lambda: _timm_blocks(model)  # type: ignore[method-assign]
     return model

@@ -179,7 +179,7 @@ def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str
     from cnnlab.evaluation.report import data_table, training_table
 
     card = bundle.read_card(run_dir)
-    training, metrics = card["training"], card["metrics"]
+    training, metrics = card.training, card.metrics
     fit = training["fit"]
     results = {
         "test_accuracy": metrics["test_accuracy"],
@@ -189,9 +189,9 @@ def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str
         "epochs": training["epochs_run"],
         "stages": [{k: s[k] for k in ("name", "epochs", "train_seconds", "best_val_acc")} for s in training["stages"]],
         "verdict": fit["verdict"],
-        "parameters": card["parameters"],
-        "weights": card["weights"],
-        "data": {k: card["data"].get(k) for k in ("source", "splits")},
+        "parameters": card.parameters,
+        "weights": card.weights,
+        "data": {k: card.data.get(k) for k in ("source", "splits")},
     }
     stage_text = "; ".join(
         f"{s['name']} {s['train_seconds']:.1f} s over {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}"
@@ -201,17 +201,17 @@ def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str
         Section(
             "Result",
             [
-                f"{what}: test accuracy {pct(metrics['test_accuracy'])} on {card['data']['splits'].get('test', 0):,} "
+                f"{what}: test accuracy {pct(metrics['test_accuracy'])} on {card.data['splits'].get('test', 0):,} "
                 f"test images (best validation accuracy {pct(metrics['val_accuracy'])} at epoch "
                 f"{metrics['best_epoch']}, whose weights are kept).",
                 f"Training time: {training['train_seconds']:.1f} s on {_device_text(training)}"
                 f"; per stage: {stage_text}. Evaluating the test split took {training['test_seconds']:.1f} s.",
-                f"The model has {card['parameters']:,} parameters; the saved model is "
+                f"The model has {card.parameters:,} parameters; the saved model is "
                 f"`{run_dir.name}/model.safetensors` with its card `model.json`, the per-epoch history "
                 f"`{run_dir.name}/history.csv`.",
             ],
         ),
-        Section("Data", [data_table(card["data"])]),
+        Section("Data", [data_table(card.data)]),
         Section("Training time per stage", [training_table(training)]),
         Section(
             "Curves and the fit verdict",
@@ -251,7 +251,7 @@ def history_table(run_dir: Path) -> Table:
 
 def train_recipe(ctx: Context, cfg: Config, folder: str = "run") -> Path:
     """Train `cfg` into OUT/<folder> and return the bundle."""
-    from cnnlab.workflow import train
+    from cnnlab.tasks.train import train
 
     out = ctx.out / folder
     ctx.step(f"training {cfg.model.name} on {cfg.data.source}")

@@ -24,11 +24,11 @@ def _digits(ctx: Context) -> dict[str, Any]:
 def _trained(ctx: Context, recipe_name: str | None, quick: dict[str, Any], what: str, **values: Any) -> Answer:
     run_dir = train_recipe(ctx, ctx.config(recipe_name, quick, **values))
     sections, results, card = training_sections(run_dir, what)
-    source = str(card["data"]["source"])
+    source = str(card.data["source"])
     if source.startswith("folder:"):  # a machine path says little: name the classes instead
-        source = f"a {len(card['classes'])}-class folder ({', '.join(card['classes'])})"
+        source = f"a {len(card.classes)}-class folder ({', '.join(card.classes)})"
     summary = (
-        f"{card['architecture']} on {source} reached {pct(results['test_accuracy'])} test accuracy "
+        f"{card.architecture} on {source} reached {pct(results['test_accuracy'])} test accuracy "
         f"after {results['train_seconds']:.1f} s of training ({_epochs(results['epochs'])}); the curves read "
         f"'{results['verdict']}'."
     )
@@ -157,11 +157,11 @@ AUGMENT_ADVICE = {
 def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: str) -> Answer:
     run_dir = train_recipe(ctx, ctx.config(recipe_name, quick))
     sections, results, card = training_sections(run_dir, backbone)
-    fit = card["training"]["fit"]
+    fit = card.training["fit"]
     verdict = str(fit["verdict"])
-    stages = {s["name"]: s for s in card["training"]["stages"]}
-    classes = card["classes"]
-    splits = card["data"]["splits"]
+    stages = {s["name"]: s for s in card.training["stages"]}
+    classes = card.classes
+    splits = card.data["splits"]
     analysis = [
         f"{len(classes)} classes ({', '.join(classes)}); {sum(splits.values()):,} images: "
         + ", ".join(f"{n:,} {name}" for name, n in splits.items())
@@ -179,7 +179,7 @@ def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: st
         f"Final: validation accuracy {pct(results['val_accuracy'])}, test accuracy {pct(results['test_accuracy'])}.",
         f"Overfitting analysis: {verdict} ({fit['reason']}).",
         f"Augmentation: {AUGMENT_ADVICE.get(verdict, fit['suggestion'])}",
-        _weights_text(card["weights"]),
+        _weights_text(card.weights),
     ]
     results["classes"] = classes
     summary = (
@@ -340,7 +340,7 @@ def alexnet_filters(ctx: Context) -> Answer:
     run_dir = train_recipe(ctx, ctx.config(None, quick, **values))
     card = bundle.read_card(run_dir)
     torch.manual_seed(ctx.seed)
-    trained_input = "x".join(map(str, [card["in_chans"], *card["input_size"]]))  # both see the same pixels
+    trained_input = "x".join(map(str, [card.in_chans, *card.input_size]))  # both see the same pixels
     targets = {
         "random initialisation": load_target("alexnet_small", trained_input),
         "after training": load_target(str(run_dir)),
@@ -377,7 +377,7 @@ def alexnet_filters(ctx: Context) -> Answer:
     reference = stats["ImageNet-trained EfficientNet-Lite0"]
     shape = shapes["after training"]
     rise = after["neighbour_correlation"] - before["neighbour_correlation"]
-    epochs = _epochs(card["training"]["epochs_run"])
+    epochs = _epochs(card.training["epochs_run"])
     if rise > SMOOTHER:
         change = (
             f"The correlation rose by {rise:+.3f}: training made the filters smoother, the start of the colour "
@@ -386,7 +386,7 @@ def alexnet_filters(ctx: Context) -> Answer:
         )
     else:
         change = (
-            f"It barely moved ({rise:+.3f}): {epochs} from scratch on {card['data']['splits']['train']:,} images "
+            f"It barely moved ({rise:+.3f}): {epochs} from scratch on {card.data['splits']['train']:,} images "
             "change a 96-filter 11x11 first layer too little to see, and the maps stay noisy copies of the image. "
             "Learned first layers take many more updates; the ImageNet-trained EfficientNet-Lite0 below shows "
             f"what they become (correlation {reference['neighbour_correlation']:+.3f}: smooth colour blobs "
@@ -397,7 +397,7 @@ def alexnet_filters(ctx: Context) -> Answer:
         f"{shape[2]}x{shape[3]} over RGB, drawn in colour, each normalised on its own.",
         f"Adjacent weights inside a filter correlate {before['neighbour_correlation']:+.3f} at random "
         f"initialisation and {after['neighbour_correlation']:+.3f} after {epochs} on "
-        f"{card['data']['splits']['train']:,} flower photos (test accuracy {pct(card['metrics']['test_accuracy'])}).",
+        f"{card.data['splits']['train']:,} flower photos (test accuracy {pct(card.metrics['test_accuracy'])}).",
         change,
         f"Feature maps that are constant (dead after the ReLU) on this image: {before['dead_maps']} of "
         f"{before['maps']} at random initialisation, {after['dead_maps']} of {after['maps']} after training.",
@@ -416,5 +416,5 @@ def alexnet_filters(ctx: Context) -> Answer:
     return Answer(
         summary,
         sections,
-        {"filters": list(shape), "stats": stats, "test_accuracy": card["metrics"]["test_accuracy"]},
+        {"filters": list(shape), "stats": stats, "test_accuracy": card.metrics["test_accuracy"]},
     )

@@ -47,7 +47,7 @@ def _inspect(ctx: Context) -> tuple[Section, dict[str, Any]]:
 
 
 def _crossval(ctx: Context, cfg: Any) -> tuple[Section, dict[str, Any]]:
-    from cnnlab.workflow import CROSSVAL_METRICS, crossval
+    from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval
 
     ctx.step(f"{ctx.folds}-fold cross-validation by patient")
     cv = crossval(cfg, ctx.folds, ctx.out / "crossval", group_by="patient_id", overwrite=True, console=ctx.console)
@@ -63,9 +63,9 @@ def _crossval(ctx: Context, cfg: Any) -> tuple[Section, dict[str, Any]]:
 def _gradcam(ctx: Context, run_dir: Path) -> tuple[Section, dict[str, Any]]:
     from PIL import Image
 
+    from cnnlab.bundle.classifier import load
     from cnnlab.data.sources import locate
     from cnnlab.explain.folder import explain_files
-    from cnnlab.export.predictor import load
     from cnnlab.figures import plot_labelled_images
 
     ctx.step("Grad-CAM examples")
@@ -120,8 +120,9 @@ def _calibration_reading(val: dict[str, dict[str, float]]) -> str:
     takes_folds=True,
 )
 def xray_triage(ctx: Context) -> Answer:
-    from cnnlab.export.onnx import export_model
-    from cnnlab.workflow import calibrate, evaluate
+    from cnnlab.tasks.calibrate import calibrate
+    from cnnlab.tasks.evaluate import evaluate
+    from cnnlab.tasks.export import export_model
 
     sections, results = [], {}
     section, found = _inspect(ctx)

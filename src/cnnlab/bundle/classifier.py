@@ -1,4 +1,8 @@
-"""`Classifier`: a bundle's model with the preprocessing and calibration its card describes."""
+"""`Classifier`: a bundle's model with the preprocessing and calibration its card describes.
+
+`load(run_dir)` builds one from the card alone, so the preprocessing every later step and the
+service apply is, by construction, the one training used.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from cnnlab import bundle
+from cnnlab.bundle.backends import backend_runner
+from cnnlab.bundle.card import ModelCard, read_card
+from cnnlab.bundle.weights import load_model
 from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import Preprocessing, fit_all, image_to_input, normalize, stats_tensors
-from cnnlab.engine.losses import probabilities
 from cnnlab.errors import DataError
 from cnnlab.evaluation.operating import operating_decision
-from cnnlab.models.registry import pooled_embedding
+from cnnlab.explain.cam import METHODS, CamExplainer, resolve_cam_layer
+from cnnlab.models.outputs import pooled_embedding, probabilities
 
 
 @dataclass(frozen=True)
@@ -31,36 +38,26 @@ class Prediction:
     classes reaches its threshold, else `negative`."""
 
 
-BACKENDS = ("torch", "compile", "onnx")
-
-
 class Classifier:
     """A bundle's model behind one interface, run by torch eager, `torch.compile` or ONNX Runtime.
 
     Every backend gets the same pixels and applies the card's calibration the same way."""
 
     def __init__(
-        self, model: torch.nn.Module, card: dict[str, Any], run_dir: Path | None = None, backend: str = "torch"
+        self, model: torch.nn.Module, card: ModelCard, run_dir: Path | None = None, backend: str = "torch"
     ) -> None:
         self.model = model.eval()
         self.card = card
         self.run_dir = run_dir
-        self.classes: list[str] = list(card["classes"])
-        self.binary = bool(card["binary"])
-        self.temperature = float(card.get("temperature") or 1.0)
-        vector = card.get("calibration") or {}  # vector scaling, when `cnnlab calibrate --method vector` chose it
+        self.classes: list[str] = list(card.classes)
+        self.binary = card.binary
+        self.temperature = float(card.temperature or 1.0)
+        vector = card.calibration or {}  # vector scaling, when `cnnlab calibrate --method vector` chose it
         self.scale, self.bias = vector.get("scale"), vector.get("bias")
-        self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
+        self.preprocessing = Preprocessing.from_dict(card.preprocessing)
         self._mean, self._std = stats_tensors(self.preprocessing.mean, self.preprocessing.std)
-        if backend not in BACKENDS:
-            raise DataError(f"backend must be one of {', '.join(BACKENDS)}, not '{backend}'")
         self.backend = backend
-        self._embedded = False
-        self._run: Any = None
-        if backend == "compile":
-            self._run = torch.compile(self.model)
-        elif backend == "onnx":
-            self._run, self._embedded = _onnx_runner(run_dir, card)
+        self._run, self._embedded = backend_runner(backend, self.model, run_dir, card)
 
     def normalized(self, pixels: torch.Tensor) -> torch.Tensor:
         return normalize(pixels, self._mean, self._std)
@@ -87,10 +84,7 @@ class Classifier:
         return torch.cat(outs) if outs else torch.empty(0, width)
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.backend == "onnx":
-            return self._run(pixels if self._embedded else self.normalized(pixels)).float()
-        net = self._run if self.backend == "compile" else self.model
-        return net(self.normalized(pixels)).float()
+        return self._run(pixels if self._embedded else self.normalized(pixels)).float()
 
     def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities from raw logits with the card's calibration (temperature or vector scaling)."""
@@ -112,7 +106,7 @@ class Classifier:
         return self.proba_from_pixels(self.preprocess(images))
 
     def predict(self, images: Any) -> list[Prediction]:
-        return [_prediction(self.classes, row, self.card.get("threshold")) for row in self.predict_proba(images)]
+        return [prediction_from_row(self.classes, row, self.card.threshold) for row in self.predict_proba(images)]
 
     def explain(
         self, image: Any, method: str = "gradcam", class_index: int | None = None, layer: str | None = None
@@ -120,8 +114,6 @@ class Classifier:
         """Heat map in [0, 1] with the decoded image's height and width, for the predicted class
         unless `class_index` is given. `method`: gradcam, gradcam++, scorecam, eigencam or layercam;
         `layer`: the card's CAM layer unless given."""
-        from cnnlab.explain.cam import METHODS, CamExplainer
-
         if method not in METHODS:
             raise DataError(f"explain method '{method}' is not available; use one of {', '.join(METHODS)}")
         if class_index is not None and not 0 <= class_index < len(self.classes):
@@ -136,90 +128,13 @@ class Classifier:
     def _cam_layer(self) -> str:
         """The card's CAM layer, checked once to yield a spatial map and a gradient (else a better one)."""
         if getattr(self, "_checked_cam_layer", None) is None:
-            from cnnlab.explain.cam import resolve_cam_layer
-
             prep = self.preprocessing
             shape = (prep.channels, *prep.pad_to)
-            self._checked_cam_layer = resolve_cam_layer(self.model, self.card.get("cam_layer") or None, shape)
+            self._checked_cam_layer = resolve_cam_layer(self.model, self.card.cam_layer or None, shape)
         return self._checked_cam_layer
 
 
-@dataclass
-class FileResult:
-    path: str
-    prediction: Prediction | None
-    error: str = ""
-
-
-@dataclass
-class PredictTiming:
-    decode_seconds: float = 0.0
-    model_seconds: float = 0.0
-    total_seconds: float = 0.0
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
-
-
-def expand_inputs(items: Iterable[str]) -> list[Path]:
-    """Files as given, folders searched for image files (recursively, hidden ones skipped), globs."""
-    import glob
-
-    paths: list[Path] = []
-    for item in items:
-        matches = sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [item]
-        for match in matches:
-            p = Path(match)
-            if p.is_dir():
-                paths += sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file()
-                    and f.suffix.lower() in IMAGE_SUFFIXES
-                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                )
-            else:
-                paths.append(p)
-    return paths
-
-
-def predict_files(
-    clf: Classifier, paths: list[Path], batch_size: int = 64, advance: Any = None
-) -> tuple[list[FileResult], PredictTiming]:
-    """Predict every file; an unreadable one gets its reason and the others still run."""
-    import time
-
-    timing = PredictTiming()
-    results: list[FileResult] = []
-    prep = clf.preprocessing
-    start_all = time.perf_counter()
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        t0 = time.perf_counter()
-        good: list[tuple[int, torch.Tensor]] = []
-        row: list[FileResult] = []
-        for i, path in enumerate(chunk):
-            try:
-                good.append((i, image_to_input(path, prep.channels, prep.resize_to, prep.pad_to, prep.crop)))
-                row.append(FileResult(str(path), None))
-            except DataError as exc:
-                row.append(FileResult(str(path), None, str(exc).removeprefix(f"{path}: ")))
-        t1 = time.perf_counter()
-        if good:
-            proba = clf.proba_from_pixels(torch.stack([t for _, t in good]))
-            for (i, _), p in zip(good, proba, strict=True):
-                row[i].prediction = _prediction(clf.classes, p, clf.card.get("threshold"))
-        t2 = time.perf_counter()
-        timing.decode_seconds += t1 - t0
-        timing.model_seconds += t2 - t1
-        results += row
-        if advance is not None:
-            advance(len(chunk))
-    timing.total_seconds = time.perf_counter() - start_all
-    return results, timing
-
-
-def _prediction(classes: list[str], row: np.ndarray, threshold: dict[str, Any] | None = None) -> Prediction:
+def prediction_from_row(classes: list[str], row: np.ndarray, threshold: dict[str, Any] | None = None) -> Prediction:
     index = int(row.argmax())
     probs = {c: float(p) for c, p in zip(classes, row, strict=True)}
     return Prediction(classes[index], index, float(row[index]), probs, operating_decision(threshold, classes, row))
@@ -247,14 +162,12 @@ def load(run_dir: str | Path, backend: str = "torch") -> Classifier:
     `backend`: torch (eager), compile (`torch.compile`), or onnx (ONNX Runtime on the bundle's
     `cnnlab export` output, refused unless its parity check passed for these exact weights)."""
     run_dir = Path(run_dir)
-    card = bundle.read_card(run_dir)
-    return Classifier(bundle.load_model(run_dir, card), card, run_dir, backend)
+    card = read_card(run_dir)
+    return Classifier(load_model(run_dir, card), card, run_dir, backend)
 
 
 def _heat_on_image(heat: np.ndarray, shape: tuple[int, int], prep: Preprocessing) -> np.ndarray:
     """Undo pad, resize and crop: the network-input heat map laid over the original image."""
-    import torch.nn.functional as F
-
     (ph, pw), (rh, rw) = prep.pad_to, prep.resize_to
     top, left = (ph - rh) // 2, (pw - rw) // 2
     inner = torch.from_numpy(heat[top : top + rh, left : left + rw].copy())[None, None]
@@ -269,23 +182,3 @@ def _heat_on_image(heat: np.ndarray, shape: tuple[int, int], prep: Preprocessing
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     out[y0 : y0 + ch, x0 : x0 + cw] = window
     return out
-
-
-def _onnx_runner(run_dir: Path | None, card: dict[str, Any]) -> tuple[Any, bool]:
-    import json
-
-    from cnnlab.errors import BundleError
-    from cnnlab.export.onnx import make_runner
-
-    folder = (run_dir or Path(".")) / "export"
-    try:
-        contract = json.loads((folder / "preprocess.json").read_text())
-        parity = json.loads((folder / "parity.json").read_text())
-    except (OSError, ValueError):
-        raise BundleError(f"no ONNX export in {folder}; run `cnnlab export {run_dir}` first") from None
-    if contract.get("format") != "onnx" or not parity.get("passed"):
-        raise BundleError(f"{folder} holds no ONNX export that passed its parity check; run `cnnlab export {run_dir}`")
-    if contract.get("weights_sha256") != card["weights_sha256"]:
-        raise BundleError(f"{folder}/model.onnx was exported from other weights; run `cnnlab export {run_dir}` again")
-    embedded = bool(contract["input"]["normalised_in_graph"])
-    return make_runner(folder / contract["file"], "onnx", embedded), embedded

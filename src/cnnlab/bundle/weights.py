@@ -1,0 +1,48 @@
+"""A bundle's weights: safetensors written atomically, read back only when their sha256 matches
+the model card's, and the model rebuilt from the card alone."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from cnnlab.bundle.card import ModelCard
+from cnnlab.bundle.layout import WEIGHTS
+from cnnlab.errors import BundleError
+from cnnlab.fileio import atomic_write_bytes
+from cnnlab.models import create_model
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> str:
+    """Write safetensors weights atomically; returns their sha256."""
+    data = save_safetensors({k: v.detach().contiguous() for k, v in state_dict.items()})
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_state(run_dir: Path, card: ModelCard) -> dict[str, torch.Tensor]:
+    """The bundle's weights, after checking them against the sha256 in the card."""
+    path = Path(run_dir) / WEIGHTS
+    if not path.is_file():
+        raise BundleError(f"{run_dir}: {WEIGHTS} is missing")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != card.weights_sha256:
+        raise BundleError(f"{path}: sha256 differs from the model card; the weights were changed or damaged")
+    return load_safetensors(data)
+
+
+def load_model(run_dir: Path, card: ModelCard) -> nn.Module:
+    model = create_model(card.architecture, card.num_classes, card.in_chans, card.input_size[0])
+    state = load_state(run_dir, card)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BundleError(
+            f"{run_dir}: weights do not fit {card.architecture} "
+            f"(missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
+        )
+    return model.eval()

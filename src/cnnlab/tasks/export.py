@@ -1,0 +1,46 @@
+"""`cnnlab export`: a bundle as ONNX (or TorchScript / torch.export) in its `export/` folder,
+proven against the bundle's own model on real images of its test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.bundle.backends import EXPORT_DIR
+from cnnlab.bundle.classifier import Classifier, load
+from cnnlab.bundle.data import bundle_data
+from cnnlab.export.onnx import Format, Parity, export_classifier
+
+
+def export_model(
+    run_dir: str | Path,
+    fmt: Format = "onnx",
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    embed_preprocessing: bool = False,
+    samples: int = 256,
+    data_dir: str | None = None,
+) -> tuple[Path, Parity]:
+    run_dir = Path(run_dir)
+    clf = load(run_dir)
+    pixels = parity_pixels(run_dir, clf, samples, data_dir)
+    return export_classifier(
+        clf,
+        pixels,
+        run_dir / EXPORT_DIR,
+        fmt,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        embed_preprocessing=embed_preprocessing,
+    )
+
+
+def parity_pixels(run_dir: Path, clf: Classifier, samples: int, data_dir: str | None) -> torch.Tensor:
+    """Up to `samples` images of the run's test split, as the network's uint8 input."""
+    data = bundle_data(run_dir, clf, data_dir)
+    x = data.splits["test"][0]
+    idx = np.linspace(0, len(x) - 1, min(samples, len(x))).round().astype(int)
+    return clf.fit_pixels(x[torch.from_numpy(idx)], already_fitted=data.fitted_crop is not None)
