@@ -37,22 +37,18 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def train_killed_after(cfg: Config, out: Path, epochs: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def train_killed_after(cfg: Config, out: Path, epochs: int) -> None:
     """Run `cfg` into `out` as if the process were killed right after epoch `epochs` was saved."""
-    from cnnlab import bundle
+    from cnnlab.engine.callbacks import Callback
     from cnnlab.tasks.train import train
 
-    real = bundle.write_history
+    class Kill(Callback):  # runs after the checkpoint and the history file are written
+        def on_epoch_end(self, state, row) -> None:
+            if state.epoch == epochs:
+                raise KeyboardInterrupt
 
-    def die(path: Path, rows: list, fields: tuple) -> None:
-        real(path, rows, fields)
-        if len(rows) == epochs:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(bundle, "write_history", die)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out)
-    monkeypatch.setattr(bundle, "write_history", real)
+        train(cfg, out, callbacks=[Kill()])
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

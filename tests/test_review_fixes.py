@@ -47,7 +47,7 @@ def test_early_stopping_survives_resume(tmp_path: Path, monkeypatch: pytest.Monk
     cfg = tiny_config(**{"train.stages": stages, "train.early_stopping": 1})
     straight = train(cfg, tmp_path / "a")
     assert [s["epochs"] for s in straight.stages] == [2, 2]  # lr 0: stage 1 stops after epoch 2
-    train_killed_after(cfg, tmp_path / "b", 2, monkeypatch)  # killed after epoch 2 was saved
+    train_killed_after(cfg, tmp_path / "b", 2)  # killed after epoch 2 was saved
     resumed = train(cfg, tmp_path / "b", resume=True)
     assert [s["epochs"] for s in resumed.stages] == [2, 2]
     assert resumed.test_accuracy == straight.test_accuracy

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from cnnlab import bundle
 from cnnlab.engine import fit as fit_module
+from cnnlab.engine.callbacks import Callback
 from cnnlab.engine.loop import NonFiniteLoss, train_one_epoch
 from cnnlab.engine.losses import make_loss
 from cnnlab.errors import BundleError, CnnlabError
@@ -35,7 +36,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
     cfg = tiny_config(**{"train.epochs": 3})
     straight = train(cfg, tmp_path / "straight")
 
-    train_killed_after(cfg, tmp_path / "cut", 2, monkeypatch)  # killed after epoch 2 was saved
+    train_killed_after(cfg, tmp_path / "cut", 2)  # killed after epoch 2 was saved
     assert not (tmp_path / "cut" / bundle.CARD).exists()
     with pytest.raises(BundleError, match="unfinished run"):
         bundle.read_card(tmp_path / "cut")
@@ -54,25 +55,26 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
 
 def test_resume_refuses_a_different_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config(**{"train.epochs": 2})
-    train_killed_after(cfg, tmp_path / "run", 1, monkeypatch)
+    train_killed_after(cfg, tmp_path / "run", 1)
     with pytest.raises(BundleError, match="different 'model' section"):
         train(tiny_config(**{"model.name": "simple_cnn"}), tmp_path / "run", resume=True)
     with pytest.raises(BundleError, match="no checkpoint"):
         train(cfg, tmp_path / "other", resume=True)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"n": 0}
-    real = fit_module.train_one_epoch
+class DivergeInEpoch(Callback):
+    """A loss that turns non-finite in epoch `epoch` (1-based), injected where the epoch starts."""
 
-    def explode_in_epoch_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise NonFiniteLoss(step=12, value=math.nan)
-        return real(*args, **kwargs)
+    def __init__(self, epoch: int, value: float) -> None:
+        self.epoch, self.value = epoch, value
 
-    monkeypatch.setattr(fit_module, "train_one_epoch", explode_in_epoch_two)
-    summary = train(tiny_config(**{"train.epochs": 4}), tmp_path / "run")
+    def on_epoch_start(self, state) -> None:
+        if state.epoch + 1 == self.epoch:
+            raise NonFiniteLoss(step=3, value=self.value)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_weights(tmp_path: Path) -> None:
+    summary = train(tiny_config(**{"train.epochs": 4}), tmp_path / "run", callbacks=[DivergeInEpoch(2, math.nan)])
     assert summary.epochs == 1 and summary.best_epoch == 1
     assert "non-finite loss in epoch 2" in summary.stop_reason
     assert summary.test_accuracy > 0.5  # the epoch-1 weights, not NaNs
@@ -80,13 +82,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_weights(tmp_path: Path, m
     assert "non-finite" in card.training["stop_reason"]
 
 
-def test_divergence_before_any_epoch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(*args, **kwargs):
-        raise NonFiniteLoss(step=3, value=math.inf)
-
-    monkeypatch.setattr(fit_module, "train_one_epoch", explode)
+def test_divergence_before_any_epoch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError, match=r"training diverged.*lower the learning rate"):
-        train(tiny_config(), tmp_path / "run")
+        train(tiny_config(), tmp_path / "run", callbacks=[DivergeInEpoch(1, math.inf)])
     assert not (tmp_path / "run").exists()  # nothing resumable: no half-written run left
 
 
@@ -133,3 +131,24 @@ def test_binary_head_loss_and_probabilities() -> None:
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), torch.tensor([1.0, 0.0]))
     assert loss.item() == pytest.approx(expected.item())
     assert torch.allclose(probabilities(logits, True, temperature=2.0)[:, 1], torch.sigmoid(logits.squeeze(1) / 2))
+
+
+def test_a_user_callback_sees_every_epoch_after_it_is_saved(tmp_path: Path) -> None:
+    class Logger(Callback):
+        def __init__(self) -> None:
+            self.events: list[tuple[str, int]] = []
+
+        def on_fit_start(self, state) -> None:
+            self.events.append(("start", state.total_epochs))
+
+        def on_epoch_end(self, state, row) -> None:
+            assert (tmp_path / "run" / bundle.CHECKPOINTS / "last.pt").is_file()  # saved before user hooks
+            assert state.history[-1] is row and row["epoch"] == state.epoch
+            self.events.append(("epoch", row["epoch"]))
+
+        def on_fit_end(self, state) -> None:
+            self.events.append(("end", state.best_epoch))
+
+    logger = Logger()
+    summary = train(tiny_config(**{"train.epochs": 2}), tmp_path / "run", callbacks=[logger])
+    assert logger.events == [("start", 2), ("epoch", 1), ("epoch", 2), ("end", summary.best_epoch)]

@@ -105,7 +105,7 @@ def test_resume_between_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     ]
     cfg = tiny_config(**{"train.stages": stages})
     straight = train(cfg, tmp_path / "a")
-    train_killed_after(cfg, tmp_path / "b", 2, monkeypatch)  # killed after epoch 2 was saved
+    train_killed_after(cfg, tmp_path / "b", 2)  # killed after epoch 2 was saved
     resumed = train(cfg, tmp_path / "b", resume=True)
     assert resumed.test_accuracy == straight.test_accuracy
     assert [s["epochs"] for s in resumed.stages] == [1, 2]

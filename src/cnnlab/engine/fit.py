@@ -1,13 +1,14 @@
-"""`fit`: epochs of `train_one_epoch` / `evaluate_epoch`, with checkpoints, early stopping,
-a learning-rate policy, a non-finite-loss guard and resume. It writes only `checkpoints/`;
-the bundle around it is assembled by `cnnlab.tasks.train`."""
+"""`fit`: epochs of `train_one_epoch` / `evaluate_epoch` through the config's stages, with a
+learning-rate policy, a non-finite-loss guard and resume. Early stopping, checkpoints and the
+epoch line are callbacks (`engine.callbacks`). It writes only `checkpoints/`; the bundle around
+it is assembled by `cnnlab.tasks.train`."""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,15 @@ from cnnlab.config import Config, StageConfig
 from cnnlab.data.augment import build_augment
 from cnnlab.data.loader import TensorBatches
 from cnnlab.engine import distributed
-from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.engine.callbacks import (
+    Callback,
+    CallbackList,
+    Checkpointing,
+    EarlyStopping,
+    EpochLine,
+    TrainingState,
+)
+from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.loop import NonFiniteLoss, evaluate_epoch, train_one_epoch
 from cnnlab.engine.losses import balanced_class_weights, make_loss
 from cnnlab.engine.schedule import LRPolicy, make_optimizer
@@ -82,9 +91,12 @@ def fit(
     checkpoint_dir: Path,
     resume: bool = False,
     console: Console | None = None,
-    on_epoch: Callable[[list[dict[str, Any]]], None] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
-    """Train through the config's stages (one `all` stage by default), keeping the best weights."""
+    """Train through the config's stages (one `all` stage by default), keeping the best weights.
+
+    Around each epoch run, in order: early stopping, checkpointing and the epoch line (rank 0
+    only), then `callbacks` (a user's logger, the bundle's history file)."""
     tc, oc = cfg.train, cfg.optim
     console = console or Console(quiet=True)
     if tc.threads:
@@ -100,32 +112,21 @@ def fit(
     # Validation is scored with plain cross-entropy, like the test split and `cnnlab evaluate`,
     # whatever the training objective (weights, focal, smoothing): one comparable number.
     val_loss_fn = make_loss(binary)
+    main = distributed.current().main  # one writer; every rank holds the same weights
+    writers: list[Callback] = [Checkpointing(checkpoint_dir, cfg.to_dict()), *callbacks] if main else []
+    hooks = CallbackList([EarlyStopping(tc.early_stopping), *writers, EpochLine(console)])
 
-    history: list[dict[str, Any]] = []
-    stop_reason, skip_stage = "completed", -1
-    start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, 0, 0
-    best_state: dict[str, torch.Tensor] | None = None
+    state = TrainingState(total_epochs=len(plan), model=model)
     saved: dict[str, Any] | None = None
     if resume:
-        saved = load_checkpoint(checkpoint_dir / "last.pt")
-        _check_resumable(saved, cfg)
-        model.load_state_dict(saved["model"])
-        torch.set_rng_state(saved["rng"])
-        history = list(saved["history"])
-        start_epoch, best_loss, best_epoch, bad_epochs = (
-            saved["epoch"],
-            saved["best_val_loss"],
-            saved["best_epoch"],
-            saved["bad_epochs"],
-        )
-        best_state = load_checkpoint(checkpoint_dir / "best.pt")["model"]
-        skip_stage, stop_reason = saved.get("skip_stage", -1), saved.get("stop_reason", "completed")
-        console.print(f"resuming after epoch {start_epoch} of {len(plan)}")
+        saved = _resume(state, model, checkpoint_dir, cfg)
+        console.print(f"resuming after epoch {state.epoch} of {len(plan)}")
+    hooks.on_fit_start(state)
 
     stage: _Stage | None = None
-    for epoch in range(start_epoch, len(plan)):
+    for epoch in range(state.epoch, len(plan)):
         index, stage_epoch = plan[epoch]
-        if index == skip_stage:
+        if index == state.skip_stage:
             continue
         if stage is None or stage.index != index:
             stage = _start_stage(model, index, stages[index], train, val, cfg, console)
@@ -133,11 +134,14 @@ def fit(
                 stage.optimizer.load_state_dict(saved["optimizer"])
                 stage.policy.load_state_dict(saved["policy"])
             elif stage_epoch == 0:
-                bad_epochs = 0
+                state.bad_epochs = 0
             saved = None
+            state.stage_index, state.stage_name = index, stage.cfg.name
+            state.optimizer, state.policy = stage.optimizer, stage.policy
         stage.train.set_epoch(epoch)
         label = f"{stage.cfg.name} epoch {epoch + 1}/{len(plan)}"
         try:
+            hooks.on_epoch_start(state)
             with progress_bar(console, label, stage.train.num_samples) as advance:
                 stats = train_one_epoch(
                     stage.net,
@@ -153,25 +157,19 @@ def fit(
                     aux_weight=tc.aux_weight,
                 )
         except NonFiniteLoss as exc:
-            if best_state is None:
-                raise CnnlabError(
-                    f"training diverged: {exc} in epoch {epoch + 1}, before any epoch completed; "
-                    f"lower the learning rate (optim.lr={oc.lr:g})"
-                ) from None
-            stop_reason = f"non-finite loss in epoch {epoch + 1}; kept the weights of epoch {best_epoch}"
-            console.print(f"[red]stopped: {stop_reason}[/red]")
+            _raise_if_nothing_to_keep(state, f"{exc} in epoch {epoch + 1}, before any epoch completed", oc.lr)
+            state.stop_reason = f"non-finite loss in epoch {epoch + 1}; kept the weights of epoch {state.best_epoch}"
+            console.print(f"[red]stopped: {state.stop_reason}[/red]")
             break
         train_seconds = stats.seconds + (stage.prep_seconds if stage_epoch == 0 else 0.0)
         lr = stage.optimizer.param_groups[0]["lr"]
         evaluation = evaluate_epoch(stage.net, stage.val, val_loss_fn, binary=binary, precision=tc.precision)
         if not math.isfinite(evaluation.loss):
-            if best_state is None:
-                raise CnnlabError(
-                    f"training diverged: validation loss became {evaluation.loss} in epoch {epoch + 1}; "
-                    f"lower the learning rate (optim.lr={oc.lr:g})"
-                )
-            stop_reason = f"non-finite validation loss in epoch {epoch + 1}; kept the weights of epoch {best_epoch}"
-            console.print(f"[red]stopped: {stop_reason}[/red]")
+            _raise_if_nothing_to_keep(state, f"validation loss became {evaluation.loss} in epoch {epoch + 1}", oc.lr)
+            state.stop_reason = (
+                f"non-finite validation loss in epoch {epoch + 1}; kept the weights of epoch {state.best_epoch}"
+            )
+            console.print(f"[red]stopped: {state.stop_reason}[/red]")
             break
         stage.policy.end_epoch(evaluation.loss)
         row = {
@@ -186,47 +184,40 @@ def fit(
             "eval_seconds": evaluation.seconds,
             "images_per_second": stats.images / train_seconds if train_seconds > 0 else 0.0,
         }
-        history.append(row)
-        improved = evaluation.loss < best_loss
-        if improved:
-            best_loss, best_epoch, bad_epochs = evaluation.loss, epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state.epoch = epoch + 1
+        state.history.append(row)
+        state.improved = evaluation.loss < state.best_loss
+        if state.improved:
+            state.best_loss, state.best_epoch, state.bad_epochs = evaluation.loss, epoch + 1, 0
+            state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
-            bad_epochs += 1
-        state = {
-            "model": model.state_dict(),
-            "optimizer": stage.optimizer.state_dict(),
-            "policy": stage.policy.state_dict(),
-            "stage": index,
-            "rng": torch.get_rng_state(),
-            "history": history,
-            "epoch": epoch + 1,
-            "best_val_loss": best_loss,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-            "stops_stage": tc.early_stopping is not None and bad_epochs >= tc.early_stopping,
-            "skip_stage": skip_stage,
-            "stop_reason": stop_reason,
-            "config": cfg.to_dict(),
-        }
-        if state["stops_stage"]:
-            stop_reason = (
-                f"early stopping in stage '{stage.cfg.name}': no better validation loss for {bad_epochs} epochs"
-            )
-            skip_stage = index
-            state.update(skip_stage=skip_stage, stop_reason=stop_reason)
-        if distributed.current().main:  # one writer; every rank holds the same weights
-            save_checkpoint(checkpoint_dir / "last.pt", state)
-            if improved:  # resume reads only the weights from here; the rest is in last.pt
-                save_checkpoint(checkpoint_dir / "best.pt", {"model": state["model"]})
-            if on_epoch is not None:
-                on_epoch(history)
-        console.print(_epoch_line(row, len(plan), improved))
-        if state["stops_stage"]:
-            console.print(stop_reason)
-    if best_state is None:
+            state.bad_epochs += 1
+        hooks.on_epoch_end(state, row)
+    if state.best_state is None:
         raise CnnlabError("no epoch was trained (train.epochs must be at least 1)")
-    return FitResult(history, best_epoch, best_state, stop_reason)
+    hooks.on_fit_end(state)
+    return FitResult(state.history, state.best_epoch, state.best_state, state.stop_reason)
+
+
+def _resume(state: TrainingState, model: nn.Module, checkpoint_dir: Path, cfg: Config) -> dict[str, Any]:
+    """Load `last.pt` and `best.pt` into the model and the state; returns the saved training state
+    (the optimiser and schedule are restored when their stage starts)."""
+    saved = load_checkpoint(checkpoint_dir / "last.pt")
+    _check_resumable(saved, cfg)
+    model.load_state_dict(saved["model"])
+    torch.set_rng_state(saved["rng"])
+    state.history = list(saved["history"])
+    state.epoch, state.best_loss = saved["epoch"], saved["best_val_loss"]
+    state.best_epoch, state.bad_epochs = saved["best_epoch"], saved["bad_epochs"]
+    state.best_state = load_checkpoint(checkpoint_dir / "best.pt")["model"]
+    state.skip_stage, state.stop_reason = saved.get("skip_stage", -1), saved.get("stop_reason", "completed")
+    return saved
+
+
+def _raise_if_nothing_to_keep(state: TrainingState, what: str, lr: float) -> None:
+    """A non-finite loss before any good epoch is an error; after one, the run stops on its weights."""
+    if state.best_state is None:
+        raise CnnlabError(f"training diverged: {what}; lower the learning rate (optim.lr={lr:g})")
 
 
 def _start_stage(
@@ -330,12 +321,3 @@ def _check_resumable(state: dict[str, Any], cfg: Config) -> None:
     old_plan = [(st["name"], st["trainable"]) for st in saved.get("train", {}).get("stages", [])]
     if old_plan != [(st.name, st.trainable) for st in cfg.train.stages]:
         raise BundleError("cannot resume: the training stages changed; start a new run (--out) or --overwrite")
-
-
-def _epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
-    mark = "  [green]best[/green]" if improved else ""
-    return (
-        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
-        f"  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  |  lr {row['lr']:.2e}"
-        f"  |  {row['train_seconds']:.1f} s train, {row['images_per_second']:,.0f} img/s{mark}"
-    )

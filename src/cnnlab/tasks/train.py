@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import platform
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from cnnlab.data.loader import TensorBatches
 from cnnlab.data.preprocess import Preprocessing, channel_stats, fit_all, plan_resize, stats_tensors
 from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source
 from cnnlab.engine import distributed
+from cnnlab.engine.callbacks import Callback, History
 from cnnlab.engine.fit import HISTORY_FIELDS, fit
 from cnnlab.engine.loop import evaluate_epoch
 from cnnlab.engine.losses import make_loss
@@ -78,9 +81,13 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     console: Console | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainSummary | None:
     """Train `cfg` into the bundle `out`. In a data-parallel job (torchrun) every rank trains and
-    rank 0 alone writes the bundle and prints; the other ranks return None."""
+    rank 0 alone writes the bundle and prints; the other ranks return None.
+
+    `callbacks` (`cnnlab.engine.callbacks.Callback`) see the training state around every epoch on
+    rank 0, after the checkpoint and the history file are written: a logger of your own."""
     rank = distributed.setup()
     console = console if console is not None and rank.main else Console(quiet=True)
     out = Path(out) if out is not None else Path("runs") / cfg.name
@@ -152,7 +159,7 @@ def train(
             checkpoint_dir=out / bundle.CHECKPOINTS,
             resume=resume,
             console=console,
-            on_epoch=lambda rows: bundle.write_history(out / bundle.HISTORY, rows, HISTORY_FIELDS),
+            callbacks=[History(partial(bundle.write_history, out / bundle.HISTORY, fields=HISTORY_FIELDS)), *callbacks],
         )
     except BaseException:
         if created and not (out / bundle.CHECKPOINTS / "last.pt").exists():
