@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.decode import decode_image
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -52,8 +54,6 @@ def image_to_input(
     """One image (path, bytes, PIL image or array) as uint8 (C, H, W) network-ready pixels.
 
     The train/serve contract: the decoded cache and every prediction go through this function."""
-    from cnnlab.data.decode import decode_image
-
     pixels = decode_image(source, channels)
     tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
     return fit_to_input(tensor, resize_to, pad_to, crop=crop)[0]

@@ -26,6 +26,7 @@ from cnnlab.data.decode import read_idx
 from cnnlab.data.folder import Manifest
 from cnnlab.data.splits import check_no_group_leak, fold_splits, holdout, seeded_subset, stratified_holdout
 from cnnlab.errors import DataError
+from cnnlab.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
 
@@ -224,8 +225,6 @@ def _load_cifar10(root: Path, cfg: DataConfig, image_size: int, console: Console
 
 def load_folder(root: Path, cfg: DataConfig, image_size: int, console: Console | None = None) -> ArrayDataset:
     """A class folder (see `cnnlab.data.folder`) decoded once into the network's input size."""
-    from cnnlab.progress import progress_bar
-
     files = sum(1 for _ in root.rglob("*"))
     with progress_bar(console, "checking images", files, "file") as advance:
         manifest = scan_folder_cached(root, cfg.max_bad_fraction, advance)

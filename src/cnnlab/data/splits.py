@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab.errors import DataError
+
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (kept, held out) with `fraction` of each class held out.
@@ -41,8 +43,6 @@ def grouped_holdout(
         raise ValueError(f"fraction must be in (0, 1), not {fraction}")
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        from cnnlab.errors import DataError
-
         raise DataError(f"cannot hold out {fraction:.0%} by patient: only {n_groups} patient/group")
     # Fewer folds than requested when patients or class members are few (scikit-learn's limits).
     n_splits = max(2, min(round(1 / fraction), n_groups, int(np.bincount(labels).max())))
@@ -79,8 +79,6 @@ def kfold(
 
 def check_no_group_leak(splits: dict[str, np.ndarray], groups: np.ndarray) -> None:
     """Raise when a group (patient) appears in more than one split."""
-    from cnnlab.errors import DataError
-
     seen: dict[str, str] = {}
     for name, idx in splits.items():
         for g in set(groups[idx].tolist()):
@@ -98,8 +96,6 @@ def fold_splits(
     """Indices of one cross-validation fold over pooled data: `test` is fold `fold` of `folds`
     (stratified, and grouped by patient when groups are given); `val` is held out of the rest the
     same way, so no patient is in two parts."""
-    from cnnlab.errors import DataError
-
     if not 0 <= fold < folds:
         raise DataError(f"data.fold must be in 0..{folds - 1}, not {fold}")
     if val_fraction <= 0:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cnnlab.engine.loop import autocast
 from cnnlab.errors import ConfigError
 
 _TOP = re.compile(r"^top:(\d+)$")
@@ -93,8 +94,6 @@ class HeadOnly(nn.Module):
 @torch.inference_mode()
 def trunk_features(model: nn.Module, batches, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen trunk's output for every batch, once (eval mode: frozen means frozen)."""
-    from cnnlab.engine.loop import autocast
-
     model.eval()
     feats, labels = [], []
     for x, y in batches:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cnnlab.explain.cam import get_layer
+from cnnlab.figures import save_figure
 
 
 @contextmanager
@@ -77,8 +78,6 @@ def plot_feature_maps(
     """A row per layer: the network-input image, then up to `max_maps` channels (each stretched
     to its own range; a dead, constant map is drawn black and counted in the row title)."""
     import matplotlib.pyplot as plt
-
-    from cnnlab.figures import save_figure
 
     cols = 8
     rows_per = [max(1, -(-min(max_maps, m.shape[0]) // cols)) if m.ndim == 3 else 1 for m in maps.values()]

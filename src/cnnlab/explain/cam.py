@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.config import did_you_mean
+from cnnlab.errors import CnnlabError, ModelError
+from cnnlab.models.factory import find_cam_layer
+
 
 def gradcam(model: nn.Module, layer: str, x: torch.Tensor, class_index: int) -> np.ndarray:
     """Heat map (H, W) in [0, 1] over the network input `x` (1, C, H, W) for one class.
@@ -86,9 +90,6 @@ def conv_layer_names(model: nn.Module) -> list[str]:
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    from cnnlab.config import did_you_mean
-    from cnnlab.errors import ModelError
-
     try:
         return model.get_submodule(name)
     except AttributeError:
@@ -100,8 +101,6 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 def _cam_class(method: str) -> type:
     import pytorch_grad_cam as pgc
-
-    from cnnlab.errors import CnnlabError
 
     classes = {
         "gradcam": pgc.GradCAM,
@@ -166,8 +165,6 @@ class CamExplainer:
     def explain(self, x: torch.Tensor, class_indices: list[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
         """(N, H, W) heat maps in [0, 1] for normalised inputs `x` (N, C, H, W), and the logits of
         that same forward pass. Without `class_indices`, each image's predicted class."""
-        from cnnlab.errors import ModelError
-
         if self._cam is None:
             raise RuntimeError("use CamExplainer as a context manager")
         # Frozen parameters: the input must ask for gradients or no activation would get one.
@@ -229,9 +226,6 @@ class _QuietScoreCAM:
 def resolve_cam_layer(model: nn.Module, preferred: str | None, input_shape: tuple[int, int, int]) -> str:
     """The layer to explain: `preferred` (the spec's or the card's) if it yields a spatial map and a
     non-zero gradient on a random input, else the last convolution with a spatial output."""
-    from cnnlab.errors import ModelError
-    from cnnlab.models.factory import find_cam_layer
-
     candidates = [preferred] if preferred else []
     fallback = find_cam_layer(model, input_shape[0], input_shape[1])
     # A block whose last convolution gets no gradient at initialisation (timm ResNets zero the

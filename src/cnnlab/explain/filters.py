@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.errors import ModelError
 from cnnlab.explain.cam import conv_layer_names, get_layer
+from cnnlab.figures import save_figure
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,6 @@ class FilterGrid:
 
 def conv_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Conv2d]:
     """The named conv layer, or the first one."""
-    from cnnlab.errors import ModelError
-
     convs = conv_layer_names(model)
     if not convs:
         raise ModelError(f"{type(model).__name__} has no convolution layers")
@@ -63,8 +63,6 @@ def plot_filters(
     """RGB kernels (3 input channels) as colour tiles; other layers one grey tile per input channel
     (a row per filter). Every filter is normalised on its own."""
     import matplotlib.pyplot as plt
-
-    from cnnlab.figures import save_figure
 
     name, conv = conv_layer(model, layer)
     weight = conv.weight

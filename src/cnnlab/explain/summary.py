@@ -9,6 +9,9 @@ import torch
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab.errors import ModelError
+from cnnlab.explain.calc import same_padding
+
 
 @dataclass(frozen=True)
 class ModelStats:
@@ -129,8 +132,6 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    from cnnlab.errors import ModelError
-
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # fx raises many kinds on data-dependent control flow
@@ -263,8 +264,6 @@ def _geometry(node: fx.Node, module: nn.Module | None, fname: str, gm: fx.GraphM
             k, s = _two(module.kernel_size), _two(module.stride or module.kernel_size)
             d = _two(getattr(module, "dilation", 1))
             if type(module).__name__.endswith("Same") and in_shape is not None:  # timm's TF-`same` padding
-                from cnnlab.explain.calc import same_padding
-
                 pads = (same_padding(in_shape[2], k[0], s[0], d[0]), same_padding(in_shape[3], k[1], s[1], d[1]))
             elif isinstance(module.padding, str):  # nn.Conv2d(padding="same"): stride 1, extra pixel after
                 total = [d[i] * (k[i] - 1) if module.padding == "same" else 0 for i in range(2)]
