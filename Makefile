@@ -21,11 +21,14 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
+# ruff, then the layer contract (pyproject.toml's [tool.importlinter]; docs/ARCHITECTURE.md).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP) system-deps
 	$(PY) bench/train_throughput.py

@@ -17,10 +17,12 @@ from typing import Any
 
 from rich.console import Console
 
-from cnnlab.config import Config, load_config
+from cnnlab import bundle
+from cnnlab.config import Config, did_you_mean, load_config
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluation.report import Figure, Section, Table, fmt, write_html, write_markdown
+from cnnlab.evaluation.report import Figure, Section, Table, data_table, fmt, training_table, write_html, write_markdown
 from cnnlab.fileio import atomic_write_json
+from cnnlab.tasks.train import train
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,6 @@ def recipe(name: str, seed: str, title: str, exercise: str, data: str = "", take
 
 
 def get_recipe(name: str) -> Recipe:
-    from cnnlab.config import did_you_mean
-
     if name not in REGISTRY:
         raise CnnlabError(f"unknown recipe '{name}'{did_you_mean(name, list(REGISTRY))}; see `cnnlab recipe list`")
     return REGISTRY[name]
@@ -172,12 +172,9 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str, Any], dict[str, Any]]:
+def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str, Any], bundle.ModelCard]:
     """Accuracy, training time per stage, the curves and the fit verdict of a finished bundle;
     with the measurements and the bundle's model card."""
-    from cnnlab import bundle
-    from cnnlab.evaluation.report import data_table, training_table
-
     card = bundle.read_card(run_dir)
     training, metrics = card.training, card.metrics
     fit = training["fit"]
@@ -232,8 +229,6 @@ def _device_text(training: dict[str, Any]) -> str:
 
 
 def history_table(run_dir: Path) -> Table:
-    from cnnlab import bundle
-
     rows = [
         [
             str(r["stage"]),
@@ -251,8 +246,6 @@ def history_table(run_dir: Path) -> Table:
 
 def train_recipe(ctx: Context, cfg: Config, folder: str = "run") -> Path:
     """Train `cfg` into OUT/<folder> and return the bundle."""
-    from cnnlab.tasks.train import train
-
     out = ctx.out / folder
     ctx.step(f"training {cfg.model.name} on {cfg.data.source}")
     train(cfg, out, overwrite=True, console=ctx.console)
