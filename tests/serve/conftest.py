@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -44,9 +43,11 @@ def make_second_version(run: Path, out: Path) -> Path:
     card = bundle.read_card(out)
     state = bundle.load_state(out, card)
     state = {k: v + 1e-4 if v.is_floating_point() else v for k, v in state.items()}
-    card["weights_sha256"] = bundle.save_weights(state, out / bundle.WEIGHTS)
-    card["created_at"] = (datetime.now(UTC) + timedelta(minutes=1)).isoformat(timespec="seconds")
-    (out / bundle.CARD).write_text(json.dumps(card))
+    card = card.with_changes(
+        weights_sha256=bundle.save_weights(state, out / bundle.WEIGHTS),
+        created_at=(datetime.now(UTC) + timedelta(minutes=1)).isoformat(timespec="seconds"),
+    )
+    bundle.write_card(out, card)
     return out
 
 

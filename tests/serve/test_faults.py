@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from cnnlab.bundle import WEIGHTS
+from cnnlab.bundle.layout import WEIGHTS
 from cnnlab.serve.app import create_app
 from cnnlab.serve.settings import ServeSettings
 from tests.serve.conftest import Service, png_bytes

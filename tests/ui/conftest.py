@@ -40,7 +40,8 @@ def free_port() -> int:
 def xray_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """simple_cnn on the shared chest X-rays at 64 px for 2 epochs (about 8 s), calibrated with an
     operating point for 'not normal': classes covid19, normal, pneumonia."""
-    from cnnlab.workflow import calibrate, train
+    from cnnlab.tasks.calibrate import calibrate
+    from cnnlab.tasks.train import train
 
     out = tmp_path_factory.mktemp("xray") / "run"
     overrides = {"name": "xray", "data.source": "chest-xray", "data.data_dir": str(XRAY), "data.input_size": 64,

@@ -66,7 +66,7 @@ class RecordingClient:
 
 
 def _predict_page() -> None:
-    from cnnlab.ui.views import predict_page
+    from cnnlab.ui.views.predict import predict_page
 
     predict_page()
 

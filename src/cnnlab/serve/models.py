@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from cnnlab.bundle.classifier import Classifier, load
 from cnnlab.errors import BundleError
-from cnnlab.export.predictor import Classifier, load
 from cnnlab.serve.store import Store
 
 VERSION_CHARS = 12
@@ -28,17 +28,36 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held for every forward pass: a CAM's hooks on the shared module must not see another request's pass."""
 
+    # Every model-card lookup of the service is in this module: a change to the card touches this file only.
+    @property
+    def architecture(self) -> str | None:
+        return self.classifier.card.architecture
+
+    @property
+    def calibrated(self) -> bool:
+        return self.classifier.card.calibrated
+
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        """{"positive": [class, ...], "value": threshold, ...} when the bundle was calibrated with one."""
+        return self.classifier.card.threshold
+
+    @property
+    def validation_distribution(self) -> dict[str, float] | None:
+        """The share of each predicted class on the validation set, when the bundle records it."""
+        reference = self.classifier.card.reference or {}
+        return reference.get("predicted_distribution")
+
     def describe(self, active: bool) -> dict[str, Any]:
-        card = self.classifier.card
         return {
             "name": self.name,
             "version": self.version,
             "sha256": self.sha256,
             "created_at": self.created_at,
-            "architecture": card.get("architecture"),
+            "architecture": self.architecture,
             "classes": self.classifier.classes,
-            "calibrated": bool(card.get("temperature") or card.get("calibration")),
-            "operating_point": card.get("threshold"),
+            "calibrated": self.calibrated,
+            "operating_point": self.operating_point,
             "active": active,
         }
 
@@ -46,8 +65,8 @@ class LoadedModel:
 def load_model(run_dir: Path) -> LoadedModel:
     clf = load(run_dir)
     card = clf.card
-    sha = str(card["weights_sha256"])
-    return LoadedModel(str(card["name"]), sha[:VERSION_CHARS], sha, str(card.get("created_at", "")), run_dir, clf)
+    sha = card.weights_sha256
+    return LoadedModel(card.name, sha[:VERSION_CHARS], sha, card.created_at, run_dir, clf)
 
 
 class ModelRegistry:

@@ -79,14 +79,13 @@ class Monitor:
             embeddings = np.stack(list(recent.embeddings)) if recent.embeddings else np.zeros((0, 0))
         classes = model.classifier.classes
         counts = Counter(labels)
-        reference_card = model.classifier.card.get("reference") or {}
         out: dict[str, Any] = {
             "model": {"name": model.name, "version": model.version},
             "window": {"requests": len(labels), "size": WINDOW},
             "latency_ms": {f"p{q}": (float(np.percentile(latency, q)) if len(latency) else None) for q in (50, 95, 99)},
             "predictions": {
                 "recent": {c: counts.get(c, 0) / len(labels) if labels else 0.0 for c in classes},
-                "validation": reference_card.get("predicted_distribution"),
+                "validation": model.validation_distribution,
             },
         }
         reference = self._reference(model)

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from cnnlab.explain.cam import METHODS
-from cnnlab.serve.security import ROLE_NAMES, Viewer
+from cnnlab.serve.deps import Viewer
+from cnnlab.serve.schemas import MeOut
+from cnnlab.serve.security import ROLE_NAMES
 
 router = APIRouter(prefix="/v1", tags=["account"])
-
-
-class MeOut(BaseModel):
-    key_id: str
-    name: str
-    role: str
-    roles: list[str]
-    """Every role, least first: the key may do what its role and those before it may."""
-    expires_at: datetime | None
-    explain_methods: list[str]
-    """The CAM methods predict and explanation accept (clients offer these, never a list of their own)."""
 
 
 @router.get("/me", response_model=MeOut, summary="The calling key's id, name, role and expiry (any valid key)")

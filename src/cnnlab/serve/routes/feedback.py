@@ -3,78 +3,33 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel, Field
 
-from cnnlab.serve.routes.predictions import stored_prediction
-from cnnlab.serve.security import Clinician
+from cnnlab.serve.deps import Clinician, ModelsDep, StoreDep, stored_prediction
+from cnnlab.serve.models import ModelRegistry
+from cnnlab.serve.schemas import FeedbackIn, FeedbackOut, ResolveIn, ResolveOut, ReviewEntry
 from cnnlab.serve.store import FeedbackRow, PredictionRow, ReviewItem, as_utc
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
-NOTE_MAX = 4000
 
-
-class FeedbackIn(BaseModel):
-    request_id: str = Field(max_length=64, description="The request id a prediction returned.")
-    label: str = Field(max_length=200, description="The clinician's label: one of the model's classes.")
-    agrees: bool | None = Field(None, description="Agreement with the prediction (default: label == predicted).")
-    note: str = Field("", max_length=NOTE_MAX)
-
-
-class FeedbackOut(BaseModel):
-    id: int
-    request_id: str
-    label: str
-    agrees: bool
-    reviewer: str | None
-    created_at: datetime
-
-
-class ReviewEntry(BaseModel):
-    id: int
-    request_id: str
-    created_at: datetime
-    reasons: list[str]
-    model_name: str
-    model_version: str
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-
-
-class ResolveIn(BaseModel):
-    label: str | None = Field(None, max_length=200, description="The clinician's label; also stored as feedback.")
-    note: str = Field("", max_length=NOTE_MAX)
-
-
-class ResolveOut(BaseModel):
-    id: int
-    status: str
-    resolved_by: str | None
-    resolved_at: datetime | None
-    label: str | None
-
-
-def _classes_of(request: Request, pred: PredictionRow) -> list[str]:
-    model = request.app.state.models.versions(pred.model_name).get(pred.model_version)
+def _classes_of(models: ModelRegistry, pred: PredictionRow) -> list[str]:
+    model = models.versions(pred.model_name).get(pred.model_version)
     return model.classifier.classes if model else list(json.loads(pred.probs_json))
 
 
-def _check_label(request: Request, pred: PredictionRow, label: str) -> None:
-    classes = _classes_of(request, pred)
+def _check_label(models: ModelRegistry, pred: PredictionRow, label: str) -> None:
+    classes = _classes_of(models, pred)
     if label not in classes:
         raise HTTPException(422, f"label must be one of the model's classes ({', '.join(classes)}), not '{label}'")
 
 
 @router.post("/feedback", response_model=FeedbackOut, summary="A clinician's label for a prediction (clinician)")
-def feedback(request: Request, who: Clinician, body: FeedbackIn) -> FeedbackOut:
-    store = request.app.state.store
-    pred = stored_prediction(request, body.request_id)
-    _check_label(request, pred, body.label)
+def feedback(request: Request, who: Clinician, store: StoreDep, models: ModelsDep, body: FeedbackIn) -> FeedbackOut:
+    pred = stored_prediction(request, store, body.request_id)
+    _check_label(models, pred, body.label)
     row = store.add_feedback(
         FeedbackRow(
             request_id=pred.request_id,
@@ -104,10 +59,11 @@ def _feedback_out(row: FeedbackRow) -> FeedbackOut:
 def feedback_of(
     request: Request,
     _who: Clinician,
+    store: StoreDep,
     request_id: Annotated[str, Query(max_length=64, description="The request id a prediction returned.")],
 ) -> list[FeedbackOut]:
-    pred = stored_prediction(request, request_id)
-    return [_feedback_out(row) for row in request.app.state.store.feedback_for(pred.request_id)]
+    pred = stored_prediction(request, store, request_id)
+    return [_feedback_out(row) for row in store.feedback_for(pred.request_id)]
 
 
 def _entry(item: ReviewItem, pred: PredictionRow) -> ReviewEntry:
@@ -126,9 +82,9 @@ def _entry(item: ReviewItem, pred: PredictionRow) -> ReviewEntry:
 
 @router.get("/review-queue", response_model=list[ReviewEntry], summary="Pending cases, oldest first (clinician)")
 def review_queue(
-    request: Request, _who: Clinician, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    _who: Clinician, store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[ReviewEntry]:
-    return [_entry(item, pred) for item, pred in request.app.state.store.review_queue(limit)]
+    return [_entry(item, pred) for item, pred in store.review_queue(limit)]
 
 
 @router.post(
@@ -137,15 +93,16 @@ def review_queue(
     summary="Close a pending case, optionally with the clinician's label (clinician)",
     responses={404: {"description": "No such item"}, 409: {"description": "Already resolved"}},
 )
-def resolve(request: Request, who: Clinician, item_id: int, body: ResolveIn) -> ResolveOut:
-    store = request.app.state.store
+def resolve(
+    request: Request, who: Clinician, store: StoreDep, models: ModelsDep, item_id: int, body: ResolveIn
+) -> ResolveOut:
     found = store.review_item(item_id)
     if found is None:
         raise HTTPException(404, f"no review item {item_id}")
     _item, pred = found
     request.state.model_version = pred.model_version
     if body.label is not None:
-        _check_label(request, pred, body.label)
+        _check_label(models, pred, body.label)
     agrees = None if body.label is None else body.label == pred.label
     item = store.resolve_review(item_id, who.key_id, body.label, body.note, agrees)
     if item is None:

@@ -10,8 +10,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cnnlab.bundle import WEIGHTS
-from cnnlab.serve.security import DocsReader, MetricsReader
+from cnnlab.bundle.layout import WEIGHTS
+from cnnlab.serve.deps import DocsReader, MetricsDep, MetricsReader, ModelsDep, StoreDep
 
 router = APIRouter()
 log = logging.getLogger("cnnlab.serve")
@@ -23,12 +23,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"], summary="A model is loaded and the database takes writes (public)")
-def readyz(request: Request) -> dict[str, Any]:
-    models = request.app.state.models
+def readyz(models: ModelsDep, store: StoreDep) -> dict[str, Any]:
     if not models.names():
         raise HTTPException(503, "no model is loaded")
     try:
-        request.app.state.store.check_writable()
+        store.check_writable()
     except Exception as exc:
         log.warning("readiness: the database refused a write (%s)", exc.__class__.__name__)
         raise HTTPException(503, "the database does not take writes") from None
@@ -41,8 +40,8 @@ def readyz(request: Request) -> dict[str, Any]:
 
 
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics (viewer, unless public_metrics)")
-def metrics(request: Request, _who: MetricsReader) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(_who: MetricsReader, service_metrics: MetricsDep) -> Response:
+    return Response(generate_latest(service_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/openapi.json", include_in_schema=False)

@@ -5,20 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field
 
-from cnnlab.serve.security import Admin, Viewer
+from cnnlab.serve.deps import Admin, ModelsDep, Viewer
+from cnnlab.serve.schemas import ActivateIn
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-class ActivateIn(BaseModel):
-    version: str = Field(max_length=64, description="A version listed by GET /v1/models.")
-
-
 @router.get("/models", summary="Every loaded model version, and which is active (viewer)")
-def list_models(request: Request, _who: Viewer) -> list[dict[str, Any]]:
-    models = request.app.state.models
+def list_models(_who: Viewer, models: ModelsDep) -> list[dict[str, Any]]:
     return [m.describe(models.is_active(m)) for m in models.all()]
 
 
@@ -27,8 +22,7 @@ def list_models(request: Request, _who: Viewer) -> list[dict[str, Any]]:
     summary="Make a loaded version the active one for its name (admin); in-flight requests finish on theirs",
     responses={404: {"description": "No such model name or version"}},
 )
-def activate(request: Request, who: Admin, name: str, body: ActivateIn) -> dict[str, Any]:
-    models = request.app.state.models
+def activate(request: Request, who: Admin, models: ModelsDep, name: str, body: ActivateIn) -> dict[str, Any]:
     if not models.versions(name):
         raise HTTPException(404, f"no model named '{name}' is served")
     model = models.activate(name, body.version, who.key_id)

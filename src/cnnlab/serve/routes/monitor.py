@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter
 
+from cnnlab.serve.deps import ChosenModel, MetricsDep, MonitorDep, StoreDep, Viewer
 from cnnlab.serve.monitor import activity
-from cnnlab.serve.routes.predict import pick_model
-from cnnlab.serve.security import Viewer
 
 router = APIRouter(prefix="/v1", tags=["monitor"])
 
@@ -21,16 +20,11 @@ router = APIRouter(prefix="/v1", tags=["monitor"])
     responses={404: {"description": "No such model"}},
 )
 async def monitor(
-    request: Request,
-    _who: Viewer,
-    model: Annotated[str | None, Query(description="Model name; needed when several are served.")] = None,
+    _who: Viewer, chosen: ChosenModel, store: StoreDep, metrics: MetricsDep, recent: MonitorDep
 ) -> dict[str, Any]:
-    chosen = pick_model(request, model)
-    request.state.model_version = chosen.version
     # The permutation test is a few hundred small matrix sums, the counts two grouped queries: off the event loop.
-    report = await anyio.to_thread.run_sync(lambda: request.app.state.monitor.report(chosen))
-    report["activity"] = await anyio.to_thread.run_sync(lambda: activity(request.app.state.store, chosen.name))
-    metrics = request.app.state.metrics
+    report = await anyio.to_thread.run_sync(lambda: recent.report(chosen))
+    report["activity"] = await anyio.to_thread.run_sync(lambda: activity(store, chosen.name))
     report["requests_by_status"] = metrics.status_counts()
     if "statistic" in report["drift"]:
         metrics.drift.labels(chosen.name, chosen.version).set(report["drift"]["statistic"])

@@ -6,39 +6,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from cnnlab.data.decode import decode_bytes, decode_image
 from cnnlab.explain.cam import METHODS
-from cnnlab.serve.routes.predict import Explanation, ModelInfo, check_method, run_model_work
-from cnnlab.serve.security import Clinician
+from cnnlab.serve.deps import Clinician, ModelsDep, SettingsDep, StoreDep, stored_prediction
+from cnnlab.serve.inference import check_method, explain_kept, run_model_work
+from cnnlab.serve.schemas import ExplanationOut, ModelInfo
+from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import PredictionRow
 
 router = APIRouter(prefix="/v1/predictions", tags=["predict"])
 
 RequestId = Annotated[str, Path(max_length=64, description="The request id a prediction returned.")]
-KEPT_NAME = "kept image"
-"""What decoder messages call a kept image (never the client's file name)."""
 
 
-class ExplanationOut(Explanation):
-    request_id: str
-    model: ModelInfo
-    label: str
-    """The class explained: the one the model predicted."""
-
-
-def stored_prediction(request: Request, request_id: str) -> PredictionRow:
-    """The prediction with that request id (404 when none), noted for the audit row."""
-    pred = request.app.state.store.prediction(request_id)
-    if pred is None:
-        raise HTTPException(404, f"no prediction with request id '{request_id}'")
-    request.state.model_version = pred.model_version
-    request.state.input_sha256 = pred.input_sha256
-    return pred
-
-
-def _kept_bytes(request: Request, pred: PredictionRow) -> bytes:
+def _kept_bytes(settings: ServeSettings, pred: PredictionRow) -> bytes:
     # image_file is a name the service generated, never client input: no path to sanitise.
-    path = request.app.state.settings.images_dir / pred.image_file if pred.image_file else None
+    path = settings.images_dir / pred.image_file if pred.image_file else None
     if path is None or not path.is_file():
         raise HTTPException(404, f"the image of prediction '{pred.request_id}' is no longer kept")
     return path.read_bytes()
@@ -50,8 +32,10 @@ def _kept_bytes(request: Request, pred: PredictionRow) -> bytes:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, 404: {"description": "No such prediction, or its image is gone"}},
 )
-def prediction_image(request: Request, _who: Clinician, request_id: RequestId) -> Response:
-    data = _kept_bytes(request, stored_prediction(request, request_id))
+def prediction_image(
+    request: Request, _who: Clinician, store: StoreDep, settings: SettingsDep, request_id: RequestId
+) -> Response:
+    data = _kept_bytes(settings, stored_prediction(request, store, request_id))
     # Patient images: no shared cache may keep them.
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
@@ -69,29 +53,23 @@ def prediction_image(request: Request, _who: Clinician, request_id: RequestId) -
 async def prediction_explanation(
     request: Request,
     _who: Clinician,
+    store: StoreDep,
+    settings: SettingsDep,
+    models: ModelsDep,
     request_id: RequestId,
     method: Annotated[str, Query(description=f"The CAM method: {', '.join(METHODS)}.")] = "gradcam",
 ) -> ExplanationOut:
     check_method(method)
-    pred = stored_prediction(request, request_id)
-    model = request.app.state.models.versions(pred.model_name).get(pred.model_version)
+    pred = stored_prediction(request, store, request_id)
+    model = models.versions(pred.model_name).get(pred.model_version)
     if model is None:
         raise HTTPException(
             404, f"model {pred.model_name}@{pred.model_version}, which made this prediction, is no longer served"
         )
-    kept = _kept_bytes(request, pred)
-    clf = model.classifier
-
-    def explain() -> Explanation:
-        # The kept PNG is the decoded upload: decoding it again gives the pixels the prediction saw.
-        image, info = decode_bytes(kept, KEPT_NAME)
-        natural = decode_image(image, info.channels)
-        pixels = decode_image(image, clf.preprocessing.channels)
-        with model.lock:
-            heat = clf.explain(pixels, method=method, class_index=clf.classes.index(pred.label))
-        return Explanation.of(method, natural, heat)
-
-    explanation = await run_model_work(request, explain)
+    kept = _kept_bytes(settings, pred)
+    explanation = await run_model_work(
+        request, settings.request_timeout_s, lambda: explain_kept(model, kept, pred.label, method)
+    )
     return ExplanationOut(
         **explanation.model_dump(),
         request_id=pred.request_id,

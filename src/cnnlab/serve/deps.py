@@ -1,0 +1,134 @@
+"""The routes' typed dependencies: what a request may use (the settings, the store, the models, the
+metrics and the monitor of its app) and who is asking (an API key of a least role).
+
+Routes take these `Annotated` aliases as parameters and never read `request.app.state` themselves,
+so each route says in its signature what it touches, and `create_app` is the one place that state
+is put together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, Security
+from fastapi.security import APIKeyHeader
+
+from cnnlab.serve.metrics import ServiceMetrics
+from cnnlab.serve.models import LoadedModel, ModelRegistry
+from cnnlab.serve.monitor import Monitor
+from cnnlab.serve.security import KEY_HEADER, Principal, Role, hash_key
+from cnnlab.serve.settings import ServeSettings
+from cnnlab.serve.store import PredictionRow, Store, as_utc
+
+
+# async only so FastAPI calls them on the event loop: an attribute read is not worth a thread-pool hop.
+async def get_settings(request: Request) -> ServeSettings:
+    return request.app.state.settings
+
+
+async def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+async def get_models(request: Request) -> ModelRegistry:
+    return request.app.state.models
+
+
+async def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+async def get_monitor(request: Request) -> Monitor:
+    return request.app.state.monitor
+
+
+SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+MonitorDep = Annotated[Monitor, Depends(get_monitor)]
+
+
+# --------------------------------------------------------------------------- who is asking
+_key_header = APIKeyHeader(name=KEY_HEADER, auto_error=False, description="An API key from `cnnlab keys create`.")
+
+
+def authenticate(request: Request, store: Store, key: str | None) -> Principal:
+    """The key's holder, or 401; noted on the request for the audit row."""
+    if not key:
+        raise HTTPException(401, "missing API key (send it in the X-API-Key header)")
+    row = store.key_by_hash(hash_key(key))
+    if row is None or row.revoked_at is not None:
+        raise HTTPException(401, "invalid or revoked API key")
+    expires = as_utc(row.expires_at) if row.expires_at else None
+    if expires is not None and row.expired():
+        raise HTTPException(401, f"API key expired (at {expires:%Y-%m-%d %H:%M} UTC); ask for a new one")
+    principal = Principal(row.key_id, Role[row.role], row.name, expires)
+    # The audit middleware reads who asked, whether or not the role then suffices.
+    request.state.key_id, request.state.role = principal.key_id, principal.role.name
+    return principal
+
+
+def require(least: Role, public_flag: str | None = None) -> Callable[..., Principal | None]:
+    """A dependency admitting keys of role `least` or above; when the settings flag named
+    `public_flag` is on, anyone is admitted (as no principal)."""
+
+    def dependency(
+        request: Request,
+        settings: SettingsDep,
+        store: StoreDep,
+        key: Annotated[str | None, Security(_key_header)] = None,
+    ) -> Principal | None:
+        if public_flag and getattr(settings, public_flag):
+            return None
+        principal = authenticate(request, store, key)
+        if principal.role < least:
+            raise HTTPException(403, f"this needs the {least.name} role or above; the key has {principal.role.name}")
+        return principal
+
+    return dependency
+
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Clinician = Annotated[Principal, Depends(require(Role.clinician))]
+Admin = Annotated[Principal, Depends(require(Role.admin))]
+MetricsReader = Annotated[Principal | None, Depends(require(Role.viewer, "public_metrics"))]
+DocsReader = Annotated[Principal | None, Depends(require(Role.viewer, "public_docs"))]
+
+
+# --------------------------------------------------------------------------- what it is about
+ModelName = Annotated[str | None, Query(description="Model name; needed when several are served.")]
+
+
+def choose_model(models: ModelRegistry, name: str | None) -> LoadedModel:
+    """The active version of model `name` (the only model when None): 422 when the choice is
+    ambiguous, 404 when no such model is served."""
+    names = models.names()
+    if name is None:
+        if len(names) != 1:
+            raise HTTPException(422, f"several models are served; choose one with ?model= ({', '.join(names)})")
+        name = names[0]
+    model = models.active(name)
+    if model is None:
+        raise HTTPException(404, f"no model named '{name}' is served")
+    return model
+
+
+def chosen_model(request: Request, models: ModelsDep, model: ModelName = None) -> LoadedModel:
+    chosen = choose_model(models, model)
+    request.state.model_version = chosen.version
+    return chosen
+
+
+ChosenModel = Annotated[LoadedModel, Depends(chosen_model)]
+"""The active version of the model the `?model=` query names, noted for the audit row."""
+
+
+def stored_prediction(request: Request, store: Store, request_id: str) -> PredictionRow:
+    """The prediction with that request id (404 when none), noted for the audit row."""
+    pred = store.prediction(request_id)
+    if pred is None:
+        raise HTTPException(404, f"no prediction with request id '{request_id}'")
+    request.state.model_version = pred.model_version
+    request.state.input_sha256 = pred.input_sha256
+    return pred

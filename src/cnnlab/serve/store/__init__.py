@@ -1,0 +1,63 @@
+"""The service's database behind one `Store`: tables.py (the tables), engine.py (connection and
+start-up migrations), audit.py (the hash-chained audit log) and one module per group of queries.
+
+The names below are this package's interface; import them from `cnnlab.serve.store`."""
+
+from __future__ import annotations
+
+from cnnlab.serve.store.activations import ActivationQueries
+from cnnlab.serve.store.activity import MINUTE_CHARS, MINUTE_FORMAT, ActivityQueries
+from cnnlab.serve.store.audit import AUDIT_FIELDS, GENESIS, AuditLog, AuditProblem, chain_hash
+from cnnlab.serve.store.cases import CaseQueries
+from cnnlab.serve.store.engine import (
+    ADDED_COLUMNS,
+    ADDED_INDEXES,
+    DEFAULT_BUSY_TIMEOUT_S,
+    Database,
+    is_busy,
+    make_engine,
+    migrate,
+)
+from cnnlab.serve.store.keys import KeyQueries
+from cnnlab.serve.store.tables import (
+    ActiveModel,
+    ApiKey,
+    AuditRow,
+    Base,
+    FeedbackRow,
+    PredictionRow,
+    ReviewItem,
+    as_utc,
+    utcnow,
+)
+
+
+class Store(KeyQueries, CaseQueries, ActivityQueries, ActivationQueries, AuditLog):
+    """Every read and write the service and its commands make, on one migrated database."""
+
+
+__all__ = [
+    "ADDED_COLUMNS",
+    "ADDED_INDEXES",
+    "AUDIT_FIELDS",
+    "DEFAULT_BUSY_TIMEOUT_S",
+    "GENESIS",
+    "MINUTE_CHARS",
+    "MINUTE_FORMAT",
+    "ActiveModel",
+    "ApiKey",
+    "AuditProblem",
+    "AuditRow",
+    "Base",
+    "Database",
+    "FeedbackRow",
+    "PredictionRow",
+    "ReviewItem",
+    "Store",
+    "as_utc",
+    "chain_hash",
+    "is_busy",
+    "make_engine",
+    "migrate",
+    "utcnow",
+]
