@@ -97,3 +97,16 @@ def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
     saved.write_text(cfg.to_yaml())
     assert load_config(str(saved)) == cfg
     assert isinstance(cfg, Config)
+
+
+def test_epochs_and_lr_reach_the_stages_of_a_staged_recipe() -> None:
+    # `cnnlab train lite0-xray --epochs 1 --lr 0.05` once trained 5 + 5 epochs at the recipe's rates.
+    plain = load_config("lite0-xray")
+    assert [(s.epochs, s.lr) for s in plain.train.stages] == [(5, 1e-3), (5, 2e-4)]
+    cfg = load_config("lite0-xray", values={"train.epochs": 1, "optim.lr": 0.05})
+    assert [s.epochs for s in cfg.train.stages] == [1, 1]
+    assert [s.lr for s in cfg.train.stages] == pytest.approx([0.05, 0.01])  # the stages' ratio stays
+    one_stage = load_config(
+        "lite0-xray", overrides=["train.epochs=2", "train.stages.1.epochs=7", "train.stages.1.lr=1e-5"]
+    )
+    assert [(s.epochs, s.lr) for s in one_stage.train.stages] == [(2, 1e-3), (7, 1e-5)]

@@ -216,14 +216,37 @@ def load_config(
             raise ConfigError(f"{path}: a recipe must be a mapping of sections, not {type(loaded).__name__}")
         raw = loaded
         raw.setdefault("name", Path(path).stem)
+    optim = raw.get("optim")
+    recipe_lr = optim.get("lr", OptimConfig.lr) if isinstance(optim, dict) else OptimConfig.lr
+    given: set[str] = set()
     for dotted, value in (values or {}).items():
         _set_dotted(raw, dotted, value)
+        given.add(dotted)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         dotted, text = item.split("=", 1)
         _set_dotted(raw, dotted.strip(), _OverrideText(text.strip()))
-    return _build(Config, raw, "")
+        given.add(dotted.strip())
+    return _apply_to_stages(_build(Config, raw, ""), given, float(recipe_lr))
+
+
+def _apply_to_stages(cfg: Config, given: set[str], recipe_lr: float) -> Config:
+    """`train.epochs` and `optim.lr` given for a recipe with stages reach every stage instead of
+    being dropped: each stage trains `train.epochs` epochs, and each stage's own learning rate is
+    scaled by new lr / the recipe's lr (their ratios, e.g. a slower fine-tuning stage, stay).
+    What is given for one stage (`train.stages.K.epochs`, `train.stages.K.lr`) wins for that stage."""
+    if not cfg.train.stages or "train.stages" in given:
+        return cfg
+    factor = cfg.optim.lr / recipe_lr if "optim.lr" in given and recipe_lr > 0 else 1.0
+    stages = []
+    for k, stage in enumerate(cfg.train.stages):
+        if "train.epochs" in given and f"train.stages.{k}.epochs" not in given:
+            stage = dataclasses.replace(stage, epochs=cfg.train.epochs)
+        if stage.lr is not None and f"train.stages.{k}.lr" not in given:
+            stage = dataclasses.replace(stage, lr=stage.lr * factor)
+        stages.append(stage)
+    return cfg.replace(train=dataclasses.replace(cfg.train, stages=tuple(stages)))
 
 
 class _OverrideText(str):

@@ -7,7 +7,6 @@ comes from this run."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -55,23 +54,14 @@ class Context:
         return target
 
     def config(self, recipe: str | None, quick: dict[str, Any], **values: Any) -> Config:
-        """A packaged training recipe (or none: `values` alone) with this run's seed and data folder; `quick` shrinks it
-        (`train.epochs` also caps each stage's epochs)."""
+        """A packaged training recipe (or none: `values` alone) with this run's seed and data folder;
+        `quick` shrinks it (its `train.epochs` reaches every stage of a staged recipe)."""
         settings: dict[str, Any] = {"train.seed": self.seed, **values}
         if self.data_dir:
             settings["data.data_dir"] = self.data_dir
-        cap = quick.get("train.epochs") if self.quick else None
         if self.quick:
-            settings.update({k: v for k, v in quick.items() if k != "train.epochs"})
-        cfg = load_config(recipe, values=settings)
-        if cap is not None:
-            train = cfg.train
-            if train.stages:
-                stages = tuple(dataclasses.replace(s, epochs=min(s.epochs, int(cap))) for s in train.stages)
-                cfg = cfg.replace(train=dataclasses.replace(train, stages=stages))
-            else:
-                cfg = cfg.replace(train=dataclasses.replace(train, epochs=int(cap)))
-        return cfg
+            settings.update(quick)
+        return load_config(recipe, values=settings)
 
     def step(self, label: str) -> None:
         self.console.print(f"[bold]{label}[/bold]")
