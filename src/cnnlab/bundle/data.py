@@ -17,10 +17,14 @@ from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source
 
 
 def bundle_data(run_dir: Path, clf: Classifier, data_dir: str | None = None) -> ArrayDataset:
-    """The data a bundle was trained on, as the model saw it (its channels and input size), from
-    `data_dir` when given (another folder for folder sources)."""
+    """The data a bundle was trained on, as the model saw it (its channels and input size): from
+    `data_dir` when given (another folder for folder sources), else from the folder the card
+    recorded when it still exists (so a bundle works from any directory), else the usual search."""
     cfg = load_config(str(run_dir / CONFIG))
     data_cfg = replace(cfg.data, channels=clf.preprocessing.channels)
+    recorded = clf.card.data.get("location")
+    if data_dir is None and recorded and Path(recorded).is_dir() and not data_cfg.source.startswith(FOLDER_PREFIX):
+        data_dir = recorded
     if data_dir is not None:
         if data_cfg.source.startswith(FOLDER_PREFIX):
             data_cfg = replace(data_cfg, source=f"{FOLDER_PREFIX}{Path(data_dir).expanduser().resolve()}")

@@ -46,6 +46,9 @@ class ArrayDataset:
     """None: images are at their native size. Else they were already fitted to the network
     input by the loader, centre-cropped (True) or stretched (False)."""
     manifest: Manifest | None = None
+    location: str | None = None
+    """The folder the files were found in (absolute), recorded in the card so that a bundle finds
+    its data again from any working directory; None for data generated or read from a package."""
 
     @property
     def channels(self) -> int:
@@ -433,7 +436,8 @@ def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None 
         root = Path(cfg.source[len(FOLDER_PREFIX) :]).expanduser()
         if not root.is_dir():
             raise DataError(f"{cfg.source}: no such folder")
-        return apply_folds(load_folder(root, cfg, image_size, console), cfg)
+        data = load_folder(root, cfg, image_size, console)
+        return apply_folds(replace(data, location=str(root.resolve())), cfg)
     source = get_source(cfg.source)
     folder, searched = locate(cfg.source, cfg.data_dir)
     if folder is None and cfg.download:
@@ -449,7 +453,8 @@ def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None 
             f"data source '{cfg.source}' not found (looked in {where}): place {source.expected} "
             f"in one of those folders, or pass --data-dir DIR{how}"
         )
-    return apply_folds(source.load(folder, cfg, image_size, console), cfg)
+    data = source.load(folder, cfg, image_size, console)
+    return apply_folds(replace(data, location=str(folder.resolve())), cfg)
 
 
 def pooled(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:

@@ -66,9 +66,10 @@ def export_classifier(
     opset: int = 17,
     dynamic_batch: bool = True,
     embed_preprocessing: bool = False,
+    inputs: str = "",
 ) -> tuple[Path, Parity]:
     """Write `clf` in `fmt` to `out_dir`, checked against its own torch model on `pixels` (uint8
-    network input); put in place only when parity holds."""
+    network input; `inputs` says what they are, for parity.json); put in place only when parity holds."""
     out_dir.mkdir(exist_ok=True)
     target = out_dir / FILENAMES[fmt]
     staging = target.with_name(target.name + ".tmp")
@@ -87,7 +88,7 @@ def export_classifier(
         ) from None
     runner = make_runner(staging, fmt, embed_preprocessing)
     parity = check_parity(clf, runner, pixels, embed_preprocessing)
-    atomic_write_json(out_dir / "parity.json", {"format": fmt, "file": target.name, **asdict(parity)})
+    atomic_write_json(out_dir / "parity.json", {"format": fmt, "file": target.name, "inputs": inputs, **asdict(parity)})
     if not parity.passed:
         staging.replace(target.with_name(target.name + ".rejected"))
         raise ExportError(
@@ -138,7 +139,6 @@ def _write(net: nn.Module, example: torch.Tensor, path: Path, fmt: str, opset: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fmt == "onnx":
-
             try:  # the TorchScript-based exporter: fast, and enough for most networks
                 torch.onnx.export(
                     net,

@@ -11,6 +11,7 @@ import torch
 from cnnlab.bundle.backends import EXPORT_DIR
 from cnnlab.bundle.classifier import Classifier, load
 from cnnlab.bundle.data import bundle_data
+from cnnlab.errors import DataError
 from cnnlab.export.onnx import Format, Parity, export_classifier
 
 
@@ -24,9 +25,14 @@ def export_model(
     samples: int = 256,
     data_dir: str | None = None,
 ) -> tuple[Path, Parity]:
+    """`samples` test images prove the export; `samples=0` needs no data at all: the proof then
+    runs on seeded random pixels (the graph's numbers, not its answers on real images)."""
     run_dir = Path(run_dir)
     clf = load(run_dir)
-    pixels = parity_pixels(run_dir, clf, samples, data_dir)
+    if samples < 0:
+        raise DataError(f"--samples must be 0 or more, not {samples}")
+    inputs = f"{samples} images of the test split" if samples else f"{RANDOM_SAMPLES} random images"
+    pixels = parity_pixels(run_dir, clf, samples, data_dir) if samples else random_pixels(clf, RANDOM_SAMPLES)
     return export_classifier(
         clf,
         pixels,
@@ -35,7 +41,17 @@ def export_model(
         opset=opset,
         dynamic_batch=dynamic_batch,
         embed_preprocessing=embed_preprocessing,
+        inputs=inputs,
     )
+
+
+RANDOM_SAMPLES = 32
+
+
+def random_pixels(clf: Classifier, n: int) -> torch.Tensor:
+    prep = clf.preprocessing
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, prep.channels, *prep.pad_to), dtype=torch.uint8, generator=generator)
 
 
 def parity_pixels(run_dir: Path, clf: Classifier, samples: int, data_dir: str | None) -> torch.Tensor:

@@ -278,6 +278,7 @@ def data_summary(data: ArrayDataset) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "source": data.source,
         "origin": data.origin,
+        "location": data.location,
         "sha256": data.digest(),
         "splits": data.sizes(),
     }
