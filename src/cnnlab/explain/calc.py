@@ -60,7 +60,7 @@ def layer_calc(
     kind: str,
     size: int,
     kernel: int,
-    stride: int = 1,
+    stride: int | None = None,
     padding: int | str = 0,
     dilation: int = 1,
     in_channels: int | None = None,
@@ -68,9 +68,12 @@ def layer_calc(
     groups: int = 1,
     bias: bool = True,
 ) -> LayerCalc:
-    """Everything about one conv or pool layer on a square `size` x `size` input."""
+    """Everything about one conv or pool layer on a square `size` x `size` input. The stride
+    defaults as in PyTorch and Keras: 1 for a convolution, the kernel size for pooling."""
     if kind not in ("conv", "pool"):
         raise CalcError(f"layer kind must be conv or pool, not '{kind}'")
+    if stride is None:
+        stride = kernel if kind == "pool" else 1
     for name, value in (("input", size), ("kernel", kernel), ("stride", stride), ("dilation", dilation)):
         if value < 1:
             raise CalcError(f"--{name} must be at least 1, got {value}")
