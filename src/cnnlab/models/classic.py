@@ -207,7 +207,8 @@ def binary_cnn(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     std=(),
     cam_layer="features.conv2",
     min_input_size=35,
-    description="The seed's AlexNet-like model (000 Q8): 96@11x11 stride 4, pool, 256@5x5, pool, dense4096",
+    description="The seed's AlexNet-like model (000 Q8): 96@11x11 stride 4, pool, 256@5x5, pool, dense4096; "
+    "no adaptive pooling, so its dense layer sees all 256x13x13 values at 227 px (3x torchvision's AlexNet)",
 )
 def alexnet_small(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     features = _seq(

@@ -131,7 +131,12 @@ def _register_tv(name: str, cam_layer: str, description: str, min_size: int, inp
     )
 
 
-@_register_tv("alexnet", "net.features.10", "AlexNet (Krizhevsky et al. 2012), torchvision", 63)
+@_register_tv(
+    "alexnet",
+    "net.features.10",
+    "AlexNet (Krizhevsky et al. 2012), torchvision; 61.1M parameters with ImageNet's 1000 classes",
+    63,
+)
 def alexnet(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     return _vgg(tvm.alexnet, num_classes, in_chans)
 
@@ -148,7 +153,12 @@ def _vgg(builder: Callable[..., nn.Module], num_classes: int, in_chans: int) -> 
     return adapt_input_channels(net, in_chans)
 
 
-@_register_tv("vgg16", "net.features.28", "VGG16 (Simonyan & Zisserman 2014): 13 conv 3x3 + 3 dense", 32)
+@_register_tv(
+    "vgg16",
+    "net.features.28",
+    "VGG16 (Simonyan & Zisserman 2014): 13 conv 3x3 + 3 dense; 138.4M parameters with ImageNet's 1000 classes",
+    32,
+)
 def vgg16(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     return _vgg(tvm.vgg16, num_classes, in_chans)
 
