@@ -163,3 +163,19 @@ def test_inception_needs_75_px_and_trains_its_aux_head_at_299() -> None:
 def test_unknown_timm_model() -> None:
     with pytest.raises(ModelError, match="unknown timm model 'resnet51'"):
         create_model("timm:resnet51")
+
+
+def test_timm_imagenet_weights_offline_fail_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no cache and no network the hub client once retried for about 50 s before failing; now
+    # the host lookup is tried first and no request is made (the message says which path ran).
+    import socket
+
+    from cnnlab.errors import ModelError
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    with pytest.raises(ModelError, match=r"not in the cache and the hub is unreachable.*HF_HOME"):
+        create_model("timm:resnet18", 3, 3, 64, weights="imagenet")

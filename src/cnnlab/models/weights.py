@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -175,11 +178,25 @@ def _load_timm(spec: ModelSpec, model: nn.Module) -> None:
     import timm
 
     name = spec.name.split(":", 1)[1]
+    where = "timm reads them from the Hugging Face cache (HF_HOME); download them once where the network is reachable"
+    # Offline, the hub client retries for about 50 s before it gives up: find out first.
+    if not imagenet_offline(spec) and not _hub_reachable():
+        raise ModelError(f"ImageNet weights for timm:{name} are not in the cache and the hub is unreachable: {where}")
     try:
         pretrained = timm.create_model(name, pretrained=True)
     except Exception:
-        raise ModelError(
-            f"ImageNet weights for timm:{name} are not available offline: timm reads them from the "
-            "Hugging Face cache (HF_HOME); download them once where the network is reachable"
-        ) from None
+        raise ModelError(f"ImageNet weights for timm:{name} are not available offline: {where}") from None
     model.load_state_dict(pretrained.state_dict())
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face hub's host name resolves (an offline machine answers at once)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True
