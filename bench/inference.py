@@ -38,7 +38,7 @@ def measure(name: str, backend: str, repeats: int) -> dict[str, float]:
     x1, x32 = torch.randn(1, chans, size, size), torch.randn(32, chans, size, size)
     if backend == "onnx":
         path = Path(tempfile.mkdtemp()) / "m.onnx"
-        _write(model, x1, path, "onnx", 17, True)
+        _write(model, x1, path, "onnx", 18, True)
         run = make_runner(path, "onnx", embedded=False)
     else:
         net = torch.compile(model) if backend == "compile" else model

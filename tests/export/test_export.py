@@ -16,8 +16,8 @@ from PIL import Image
 
 import cnnlab
 from cnnlab.bundle.backends import make_runner
-from cnnlab.bundle.classifier import Classifier
 from cnnlab.bundle.card import ModelCard
+from cnnlab.bundle.classifier import Classifier
 from cnnlab.data.preprocess import Preprocessing
 from cnnlab.errors import BundleError
 from cnnlab.export.onnx import ExportError, _write, check_parity
@@ -61,7 +61,7 @@ def test_onnx_parity_for_every_zoo_model(name: str, tmp_path: Path) -> None:
         )
     pixels = torch.randint(0, 256, (4, in_chans, size, size), dtype=torch.uint8)
     path = tmp_path / "m.onnx"
-    _write(clf.model, clf.normalized(pixels[:2]), path, "onnx", 17, True)
+    _write(clf.model, clf.normalized(pixels[:2]), path, "onnx", 18, True)
     parity = check_parity(clf, make_runner(path, "onnx", False), pixels, embedded=False)
     assert parity.passed, parity
 
@@ -70,7 +70,7 @@ def test_tampered_onnx_fails_parity(tmp_path: Path) -> None:
     clf = _classifier("simple_cnn", 1, 28)
     pixels = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
     path = tmp_path / "m.onnx"
-    _write(clf.model, clf.normalized(pixels[:2]), path, "onnx", 17, True)
+    _write(clf.model, clf.normalized(pixels[:2]), path, "onnx", 18, True)
     graph = onnx.load(str(path))
     weight = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     values = numpy_helper.to_array(weight).copy()
@@ -223,3 +223,11 @@ def test_temperature_and_operating_point_apply_in_every_backend(exported: Path, 
         assert np.array_equal(probs.argmax(1), plain.argmax(1))  # ... same ranking
         for p, row in zip(clf.predict(digits), probs, strict=True):
             assert p.decision == ("positive" if row[7] + row[9] >= 0.3 else "negative")
+
+
+def test_onnx_comes_from_the_dynamo_exporter(exported: Path) -> None:
+    # The TorchScript exporter (deprecated, its warnings once silenced) wrote opset 17 graphs.
+    graph = onnx.load(str(exported / "export" / "model.onnx"))
+    assert {o.domain: o.version for o in graph.opset_import}[""] >= 18
+    with pytest.raises(ExportError, match="opset 17 is older"):
+        export_model(exported, "onnx", opset=17, samples=8)

@@ -19,7 +19,7 @@ def export_model(
     run_dir: str | Path,
     fmt: Format = "onnx",
     *,
-    opset: int = 17,
+    opset: int = 18,
     dynamic_batch: bool = True,
     embed_preprocessing: bool = False,
     samples: int = 256,
