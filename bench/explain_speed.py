@@ -39,7 +39,7 @@ def main() -> None:
     print(f"{args.run} ({clf.card.architecture}), {len(files)} images at {prep.pad_to[0]}x{prep.pad_to[1]}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
 
-    from cnnlab.explain.folder import explain_files
+    from cnnlab.tasks.explain import explain_files
 
     with tempfile.TemporaryDirectory() as tmp:
         list(explain_files(clf, files[:4], Path(tmp), batch_size=args.batch_size))  # warm-up
@@ -49,7 +49,7 @@ def main() -> None:
 
     from cnnlab.data.preprocess import image_to_input
     from cnnlab.explain.cam import gradcam
-    from cnnlab.explain.folder import explainer_for
+    from cnnlab.tasks.explain import explainer_for
 
     layer = explainer_for(clf, "gradcam").layer
     pixels = [image_to_input(f, prep.channels, prep.resize_to, prep.pad_to, prep.crop) for f in files]

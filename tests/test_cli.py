@@ -139,3 +139,47 @@ def test_demo_meets_its_promise(tmp_path: Path, capsys, monkeypatch) -> None:
     for name in (bundle.WEIGHTS, bundle.CONFIG, bundle.HISTORY, bundle.CURVES):
         assert (tmp_path / "demo" / name).is_file()
     assert not (tmp_path / "demo" / bundle.CHECKPOINTS).exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["compare-models"], ["compare"], ["export"], ["predict"], ["filters"], ["featuremaps"], ["explain"],
+     ["summary"], ["calc"], ["serve"], ["ui"], ["data", "inspect"], ["data", "preview"], ["keys", "create"],
+     ["audit", "verify"], ["feedback", "export"], ["recipe", "run"]],
+)  # fmt: skip
+def test_every_command_module_has_help_with_an_example(command: list[str], capsys, monkeypatch) -> None:
+    code, out, _ = run_cli([*command, "--help"], capsys, monkeypatch)
+    assert code == 0 and "Example" in out
+
+
+def test_help_offers_the_library_choices(capsys, monkeypatch) -> None:
+    from cnnlab import choices
+    from cnnlab.bundle import backends
+    from cnnlab.data import augment
+    from cnnlab.evaluation import calibration
+    from cnnlab.explain import cam
+    from cnnlab.export import onnx as onnx_export
+
+    # The help lists cnnlab.choices without importing torch; the code that implements each choice
+    # uses the very same constant.
+    assert cam.METHODS is choices.CAM_METHODS and backends.BACKENDS is choices.BACKENDS
+    assert onnx_export.FILENAMES is choices.EXPORT_FILENAMES and calibration.METHODS is choices.CALIBRATION_METHODS
+    assert augment.PRESETS is choices.AUGMENT_PRESETS
+    CAM_METHODS = choices.CAM_METHODS
+    code, out, _ = run_cli(["explain", "--help"], capsys, monkeypatch)
+    assert code == 0 and f"{CAM_METHODS[-2]} or {CAM_METHODS[-1]}" in " ".join(out.split())
+
+
+def test_cli_imports_no_torch() -> None:
+    import subprocess
+
+    code = "import sys, cnnlab.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_compare_models_takes_every_input_shape(tmp_path: Path, capsys, monkeypatch) -> None:
+    chart = tmp_path / "charts" / "c.png"
+    code, out, _ = run_cli(["compare-models", "lenet5", "--input", "32", "--out", str(chart)], capsys, monkeypatch)
+    assert code == 0 and "input 32" in out and "lenet5" in out and chart.is_file()
+    code, _, err = run_cli(["compare-models", "lenet5", "--input", "3x"], capsys, monkeypatch)
+    assert code == 2 and "--input must look like 3x224x224" in err

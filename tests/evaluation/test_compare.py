@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from cnnlab.errors import ModelError
-from cnnlab.evaluation.compare import compare_models, compare_runs, parse_input, plot_comparison
+from cnnlab.explain.target import parse_input
+from cnnlab.tasks.compare import compare_models, compare_runs, plot_comparison
 
 
 def test_compare_models_measures_what_the_seeds_compare(tmp_path: Path) -> None:
@@ -27,6 +28,10 @@ def test_compare_runs(trained_bundle: Path, tmp_path: Path) -> None:
     plot_comparison([row], tmp_path / "r.png", "t")
 
 
-def test_bad_input_shape() -> None:
-    with pytest.raises(ModelError, match="3x224x224"):
-        parse_input("224")
+def test_input_shapes() -> None:
+    assert parse_input("224") == (3, 224, 224)  # one side: a square RGB input
+    assert parse_input("224x112") == (1, 224, 112)  # H x W: one channel
+    assert parse_input("3x224x224") == (3, 224, 224)
+    for bad in ("3x224x224x2", "3x", "axb", "0x224x224"):
+        with pytest.raises(ModelError, match="3x224x224"):
+            parse_input(bad)

@@ -124,7 +124,7 @@ def _digits(folder: Path, n: int) -> list[Path]:
 
 def test_folder_reports_bad_files_and_writes_overlays(trained_bundle: Path, tmp_path: Path) -> None:
     from cnnlab import load
-    from cnnlab.explain.folder import explain_files
+    from cnnlab.tasks.explain import explain_files
 
     clf = load(trained_bundle)
     paths = _digits(tmp_path / "in", 5)
@@ -158,7 +158,7 @@ def _rss_mb() -> float:
 
 def test_folder_memory_stays_flat(trained_bundle: Path, tmp_path: Path) -> None:
     from cnnlab import load
-    from cnnlab.explain.folder import explain_files
+    from cnnlab.tasks.explain import explain_files
 
     clf = load(trained_bundle)
     paths = _digits(tmp_path / "in", 500)
@@ -174,7 +174,7 @@ def test_folder_memory_stays_flat(trained_bundle: Path, tmp_path: Path) -> None:
 
 def test_faithfulness_scores_cam_against_random(trained_bundle: Path) -> None:
     from cnnlab import load
-    from cnnlab.explain.folder import faithfulness
+    from cnnlab.tasks.explain import faithfulness
 
     clf = load(trained_bundle)
     paths = _digits(Path(trained_bundle) / "faith", 12)

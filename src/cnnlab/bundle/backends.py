@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from cnnlab.bundle.card import ModelCard
+from cnnlab.choices import BACKENDS
 from cnnlab.errors import BundleError, DataError
 
-BACKENDS = ("torch", "compile", "onnx")
 EXPORT_DIR = "export"
 Runner = Callable[[torch.Tensor], torch.Tensor]
 

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-PRESETS = ("none", "light", "standard", "strong", "xray")
+from cnnlab.choices import AUGMENT_PRESETS
+
+PRESETS = AUGMENT_PRESETS
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 """uint8 (N, C, H, W) -> (N, C, H, W) pixels on the 0-255 scale (uint8 or float)."""

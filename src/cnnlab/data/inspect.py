@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.choices import SPLITS
 from cnnlab.config import DataConfig
 from cnnlab.data.augment import build_augment
-from cnnlab.data.sources import SPLITS, ArrayDataset, load_source
+from cnnlab.data.sources import ArrayDataset, load_source
 from cnnlab.figures import plot_image_grid
 from cnnlab.fileio import atomic_write_text
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from cnnlab.choices import SPLITS
 from cnnlab.config import DataConfig
 from cnnlab.data.cache import decoded_images, scan_folder_cached
 from cnnlab.data.decode import read_idx
@@ -27,8 +28,6 @@ from cnnlab.data.folder import Manifest
 from cnnlab.data.splits import check_no_group_leak, fold_splits, holdout, seeded_subset, stratified_holdout
 from cnnlab.errors import DataError
 from cnnlab.progress import progress_bar
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass

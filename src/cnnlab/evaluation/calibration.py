@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.choices import CALIBRATION_METHODS
 from cnnlab.engine.losses import make_loss
 from cnnlab.errors import DataError
 from cnnlab.evaluation.metrics import brier, log_loss
 from cnnlab.models.outputs import probabilities
 
 BINS = 15
-METHODS = ("temperature", "vector")
+METHODS = CALIBRATION_METHODS
 
 
 @dataclass(frozen=True)

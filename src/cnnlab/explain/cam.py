@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.choices import CAM_METHODS
 from cnnlab.config import did_you_mean
 from cnnlab.errors import CnnlabError, ModelError
 from cnnlab.models.factory import find_cam_layer
@@ -65,7 +66,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
 #   only, not the weight gradients nobody reads (about half the backward work);
 # - one-logit (sigmoid) models are explained as +logit for class 1 and -logit for class 0.
 
-METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam")
+METHODS = CAM_METHODS
 
 
 class ClassTarget:

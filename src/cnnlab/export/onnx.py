@@ -21,11 +21,12 @@ from torch import nn
 
 from cnnlab.bundle.backends import Runner, make_runner
 from cnnlab.bundle.classifier import Classifier
+from cnnlab.choices import EXPORT_FILENAMES
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_json
 
 Format = Literal["onnx", "torchscript", "exported-program"]
-FILENAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "exported-program": "model.pt2"}
+FILENAMES = EXPORT_FILENAMES
 PARITY_TOLERANCE = 1e-4
 
 

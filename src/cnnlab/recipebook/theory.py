@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+import torch
+from torch import nn
+
 from cnnlab.evaluation.report import Figure, Section, Table
 from cnnlab.explain.calc import dense_parameters, output_size
 from cnnlab.explain.summary import Field, dense_widths, layer_table
-from cnnlab.figures import save_figure
+from cnnlab.figures import plt, save_figure
 from cnnlab.models import create_model
 from cnnlab.recipebook.core import Answer, Context, recipe
 
@@ -28,8 +32,6 @@ def _table(name: str, shape: tuple[int, int, int]):
     "local connectivity, parameter count)",
 )
 def cnn_vs_dense(ctx: Context) -> Answer:
-    import matplotlib.pyplot as plt
-
     rows, results = [], {}
     for name, shape in MODELS.items():
         if ctx.quick and name in ("vgg16", "resnet50"):
@@ -103,8 +105,6 @@ def _field_sizes(name: str, shape: tuple[int, int, int]) -> list[tuple[str, int,
     "LeNet-5, AlexNet, VGG16 and ResNet50)",
 )
 def receptive_field(ctx: Context) -> Answer:
-    import matplotlib.pyplot as plt
-
     fields, rows = {}, []
     models = {k: v for k, v in MODELS.items() if not (ctx.quick and k == "resnet50")}
     for name, shape in models.items():
@@ -189,11 +189,6 @@ def receptive_field(ctx: Context) -> Answer:
     "grid of settings, each checked against a real layer)",
 )
 def padding_stride(ctx: Context) -> Answer:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import torch
-    from torch import nn
-
     size = 32
     kernels, strides, paddings = (1, 3, 5, 7), (1, 2, 3), (0, 1, 2, 3, "same")
     rows, agree, total = [], 0, 0

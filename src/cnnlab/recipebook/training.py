@@ -6,10 +6,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cnnlab import bundle
+from cnnlab.config import DataConfig
+from cnnlab.data.inspect import preview_augmentation
 from cnnlab.data.sources import locate
+from cnnlab.errors import DataError
 from cnnlab.evaluation.report import Figure, Section, Table
+from cnnlab.explain.activations import feature_maps, plot_feature_maps
+from cnnlab.explain.filters import conv_layer, plot_filters
+from cnnlab.explain.summary import layer_table
+from cnnlab.explain.target import Target, input_pixels
+from cnnlab.models import create_model
 from cnnlab.recipebook.core import Answer, Context, pct, recipe, train_recipe, training_sections
+from cnnlab.tasks.explain import load_target
 
 QUICK_SMALL = {"data.limit_train": 2000, "data.limit_eval": 1000, "train.epochs": 3}
 """Digits and CIFAR in --quick: enough images and epochs for curves and a verdict, in seconds."""
@@ -81,9 +92,6 @@ def vgg_mini_cifar10(ctx: Context) -> Answer:
     data="mnist (or mnist-sample)",
 )
 def pytorch_simplecnn(ctx: Context) -> Answer:
-    from cnnlab.explain.summary import layer_table
-    from cnnlab.models import create_model
-
     values = {
         "name": "pytorch-simplecnn",
         "model.name": "simple_cnn_torch",
@@ -233,8 +241,6 @@ def _two_class_folder(ctx: Context, classes: tuple[str, str], per_split: int | N
     symlinks that leave its root, so these are copies)."""
     root, searched = locate("flowers", ctx.data_dir)
     if root is None:
-        from cnnlab.errors import DataError
-
         raise DataError(f"flowers not found; looked in {', '.join(map(str, searched))}")
     target = ctx.out / "data"
     for split in ("train", "val", "test"):
@@ -257,9 +263,6 @@ def _two_class_folder(ctx: Context, classes: tuple[str, str], per_split: int | N
     data="flowers (two classes)",
 )
 def binary_augment(ctx: Context) -> Answer:
-    from cnnlab.config import DataConfig
-    from cnnlab.data.inspect import preview_augmentation
-
     classes = ("daisy", "dandelion")
     folder = _two_class_folder(ctx, classes, 60 if ctx.quick else None)
     source = f"folder:{folder}"
@@ -299,8 +302,6 @@ SMOOTHER = 0.05
 def neighbour_correlation(weight: Any) -> float:
     """Mean correlation between horizontally adjacent kernel weights: about 0 for random
     initialisation, positive for smooth, edge- and blob-like learned filters."""
-    import torch
-
     w = weight.detach().float()
     a, b = w[..., :, :-1].reshape(-1), w[..., :, 1:].reshape(-1)
     return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
@@ -314,13 +315,6 @@ def neighbour_correlation(weight: Any) -> float:
     data="flowers",
 )
 def alexnet_filters(ctx: Context) -> Answer:
-    import torch
-
-    from cnnlab.explain.activations import feature_maps, plot_feature_maps
-    from cnnlab.explain.filters import conv_layer, plot_filters
-    from cnnlab.explain.target import Target, input_pixels, load_target
-    from cnnlab.models import create_model
-
     values = {
         "name": "alexnet-filters",
         "data.source": "flowers",

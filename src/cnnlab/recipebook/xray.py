@@ -6,10 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from cnnlab.bundle.classifier import load
 from cnnlab.config import DataConfig
+from cnnlab.data.inspect import inspect_source
+from cnnlab.data.sources import locate
 from cnnlab.evaluation.report import Figure, Section, Table, fmt, with_interval
+from cnnlab.figures import plot_labelled_images
 from cnnlab.recipebook.core import Answer, Context, pct, recipe, train_recipe, training_sections
+from cnnlab.tasks.calibrate import calibrate
+from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval
+from cnnlab.tasks.evaluate import evaluate
+from cnnlab.tasks.explain import explain_files
+from cnnlab.tasks.export import export_model
 
 POSITIVE = "not normal"
 TARGET_SENSITIVITY = 0.95
@@ -21,8 +31,6 @@ QUICK = {"data.limit_train": 60, "data.input_size": 128, "train.epochs": 1}
 
 
 def _inspect(ctx: Context) -> tuple[Section, dict[str, Any]]:
-    from cnnlab.data.inspect import inspect_source
-
     ctx.step("inspecting the data")
     report = inspect_source(DataConfig(source="chest-xray", data_dir=ctx.data_dir), ctx.out / "inspect")
     rows = [
@@ -47,8 +55,6 @@ def _inspect(ctx: Context) -> tuple[Section, dict[str, Any]]:
 
 
 def _crossval(ctx: Context, cfg: Any) -> tuple[Section, dict[str, Any]]:
-    from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval
-
     ctx.step(f"{ctx.folds}-fold cross-validation by patient")
     cv = crossval(cfg, ctx.folds, ctx.out / "crossval", group_by="patient_id", overwrite=True, console=ctx.console)
     rows = [[m, f"{cv.mean[m]:.4f} ± {cv.std[m]:.4f}"] for m in CROSSVAL_METRICS]
@@ -61,13 +67,6 @@ def _crossval(ctx: Context, cfg: Any) -> tuple[Section, dict[str, Any]]:
 
 
 def _gradcam(ctx: Context, run_dir: Path) -> tuple[Section, dict[str, Any]]:
-    from PIL import Image
-
-    from cnnlab.bundle.classifier import load
-    from cnnlab.data.sources import locate
-    from cnnlab.explain.folder import explain_files
-    from cnnlab.figures import plot_labelled_images
-
     ctx.step("Grad-CAM examples")
     root, _ = locate("chest-xray", ctx.data_dir)
     assert root is not None  # training just read it
@@ -120,10 +119,6 @@ def _calibration_reading(val: dict[str, dict[str, float]]) -> str:
     takes_folds=True,
 )
 def xray_triage(ctx: Context) -> Answer:
-    from cnnlab.tasks.calibrate import calibrate
-    from cnnlab.tasks.evaluate import evaluate
-    from cnnlab.tasks.export import export_model
-
     sections, results = [], {}
     section, found = _inspect(ctx)
     sections.append(section)

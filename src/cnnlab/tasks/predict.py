@@ -1,5 +1,5 @@
 """`cnnlab predict`: classify files and folders with a bundle; an unreadable file gets its
-reason and the others still run."""
+reason and the others still run. With `explain`, a Grad-CAM overlay per predicted file."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
-from cnnlab.bundle.classifier import Classifier, Prediction, prediction_from_row
+from cnnlab.bundle.classifier import Classifier, Prediction, load, prediction_from_row
+from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import image_to_input
 from cnnlab.errors import DataError
+from cnnlab.explain.cam import overlay
+from cnnlab.explain.folder import save_png
+from cnnlab.progress import progress_bar
 
 
 @dataclass
@@ -86,3 +91,53 @@ def predict_files(
             advance(len(chunk))
     timing.total_seconds = time.perf_counter() - start_all
     return results, timing
+
+
+@dataclass
+class PredictRun:
+    """What `predict` did: one result per file, in order, its timing, and the overlays it wrote."""
+
+    classes: list[str]
+    results: list[FileResult]
+    timing: PredictTiming
+    overlay_dir: Path | None = None
+    overlays: int = 0
+
+
+def predict(
+    run_dir: str | Path,
+    items: Iterable[str],
+    backend: str = "torch",
+    explain: bool = False,
+    out: Path | None = None,
+    console: Console | None = None,
+) -> PredictRun:
+    """Predict files, folders and globs with the bundle at `run_dir` on `backend`; with `explain`,
+    write a Grad-CAM overlay of each predicted file's class in `out` (default RUN/explain/predict)."""
+    items = list(items)
+    clf = load(run_dir, backend)
+    files = expand_inputs(items)
+    if not files:
+        raise DataError("no image files found in " + ", ".join(items))
+    with progress_bar(console, "predicting", len(files)) as advance:
+        results, timing = predict_files(clf, files, advance=advance)
+    report = PredictRun(clf.classes, results, timing)
+    if explain:
+        report.overlay_dir = out or Path(run_dir) / "explain" / "predict"
+        report.overlays = write_overlays(clf, results, report.overlay_dir)
+    return report
+
+
+def write_overlays(clf: Classifier, results: list[FileResult], folder: Path) -> int:
+    """A Grad-CAM overlay (FILE.LABEL.png) of the predicted class for every predicted file; returns
+    how many it wrote."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for r in results:
+        if r.prediction is None:
+            continue
+        image = decode_image(r.path, 3)
+        heat = clf.explain(r.path, class_index=r.prediction.index)
+        save_png(overlay(image, heat), folder / f"{Path(r.path).stem}.{r.prediction.label}.png")
+        written += 1
+    return written

@@ -1,4 +1,5 @@
-"""Side-by-side comparisons: architectures by what they cost, runs by what they achieved."""
+"""`cnnlab compare-models` and `cnnlab compare`: architectures side by side by what they cost, and
+run bundles by what they achieved beside their cost."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from cnnlab import bundle
-from cnnlab.errors import ModelError
+from cnnlab.bundle.card import read_card
+from cnnlab.bundle.weights import load_model
 from cnnlab.explain.summary import ModelStats, measure
+from cnnlab.explain.target import parse_input
 from cnnlab.figures import save_figure
 from cnnlab.models import create_model, get_spec
 
@@ -29,15 +31,15 @@ class ModelRow:
     run: str | None = None
 
 
-def parse_input(text: str) -> tuple[int, int, int]:
-    try:
-        c, h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ModelError(f"--input must look like 3x224x224, not '{text}'") from None
-    return c, h, w
+@dataclass
+class Comparison:
+    rows: list[ModelRow]
+    chart: Path
 
 
 def compare_models(names: list[str], input_shape: tuple[int, int, int], classes: int | None = None) -> list[ModelRow]:
+    """Each architecture built for `input_shape` (C, H, W) and measured; `classes` outputs
+    (default: 1000 for ImageNet models, else 10; binary models have 2)."""
     rows = []
     for name in names:
         spec = get_spec(name)
@@ -50,27 +52,48 @@ def compare_models(names: list[str], input_shape: tuple[int, int, int], classes:
 
 
 def compare_runs(run_dirs: list[Path]) -> list[ModelRow]:
+    """Each bundle's network measured at its input, with what its card says the run achieved."""
     rows = []
     for run in run_dirs:
-        card = bundle.read_card(run)
-        model = bundle.load_model(run, card)
-        shape = (card["in_chans"], *card["input_size"])
+        card = read_card(run)
+        model = load_model(run, card)
+        shape = (card.in_chans, card.input_size[0], card.input_size[1])
         rows.append(
             ModelRow(
-                name=card["architecture"],
+                name=card.architecture,
                 input=shape,
                 stats=measure(model, shape),
-                test_accuracy=card["metrics"]["test_accuracy"],
-                train_seconds=card["training"]["train_seconds"],
-                epochs=card["training"]["epochs_run"],
-                weights=card.get("weights", "none"),
+                test_accuracy=card.metrics["test_accuracy"],
+                train_seconds=card.training["train_seconds"],
+                epochs=card.training["epochs_run"],
+                weights=card.weights,
                 run=str(run),
             )
         )
     return rows
 
 
+def compare_architectures(
+    names: list[str], input_text: str, classes: int | None = None, out: Path | None = None
+) -> Comparison:
+    """`compare_models` at an `--input` shape (224, 224x224 or 3x224x224), charted in `out`
+    (default runs/compare-models.png)."""
+    rows = compare_models(names, parse_input(input_text), classes)
+    chart = out or Path("runs") / "compare-models.png"
+    plot_comparison(rows, chart, f"architectures at input {input_text}")
+    return Comparison(rows, chart)
+
+
+def compare_bundles(run_dirs: list[Path], out: Path | None = None) -> Comparison:
+    """`compare_runs`, charted in `out` (default runs/compare.png)."""
+    rows = compare_runs(run_dirs)
+    chart = out or Path("runs") / "compare.png"
+    plot_comparison(rows, chart, "runs compared")
+    return Comparison(rows, chart)
+
+
 def plot_comparison(rows: list[ModelRow], path: Path, title: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     labels = [Path(r.run).name if r.run else r.name for r in rows]
     runs = rows[0].test_accuracy is not None
     panels = [

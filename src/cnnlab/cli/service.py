@@ -1,0 +1,213 @@
+"""`cnnlab serve`, `ui`, `keys`, `audit` and `feedback`: the triage service, its web page, and the
+administration of its keys, audit log and collected feedback."""
+
+# The service is imported inside the commands: that keeps `cnnlab --help` fast and free of torch.
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cnnlab.cli.common import console, err
+from cnnlab.errors import CnnlabError
+
+app = typer.Typer()
+StateDirOpt = Annotated[
+    Path, typer.Option("--state-dir", help="The service's state: its SQLite database and kept images.")
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="A SQLAlchemy URL, e.g. postgresql://... (default: SQLite in --state-dir).")
+]
+DEFAULT_STATE_DIR = Path("serve-state")
+
+
+def _serve_settings(state_dir: Path, db: str | None, **more: Any) -> Any:
+    from pydantic import ValidationError
+
+    from cnnlab.serve.settings import ServeSettings
+
+    try:
+        return ServeSettings(state_dir=state_dir, db_url=db, **more)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CnnlabError(f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}") from None
+
+
+def _service_store(state_dir: Path, db: str | None, create: bool = False) -> Any:
+    """The service's database; only `keys create` may start a new one."""
+    from cnnlab.serve.settings import DB_FILE
+    from cnnlab.serve.store import Store
+
+    settings = _serve_settings(state_dir, db)
+    if db is None and not create and not (state_dir / DB_FILE).is_file():
+        raise CnnlabError(f"no service database in {state_dir}; pass the --state-dir or --db that `cnnlab serve` uses")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return Store(settings.database_url())
+
+
+@app.command(
+    epilog="Examples:  cnnlab serve runs/lite0-xray  |  cnnlab serve runs/xray-v1 runs/xray-v2 --port 8443 "
+    "--ssl-certfile cert.pem --ssl-keyfile key.pem"
+)
+def serve(
+    runs: Annotated[list[Path], typer.Argument(help="Bundles to serve; the newest per model name starts active.")],
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+    review_threshold: Annotated[
+        float, typer.Option(help="Calibrated confidence under which a case goes to the review queue.")
+    ] = 0.8,
+    ssl_certfile: Annotated[Path | None, typer.Option("--ssl-certfile", help="TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="TLS private key (PEM).")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes sharing the database (use PostgreSQL, --db, across machines).")
+    ] = 1,
+) -> None:
+    """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback and a review queue (API keys needed)."""
+    import os
+
+    import uvicorn
+
+    from cnnlab.serve.app import create_app, settings_environment
+
+    if workers < 1:
+        raise CnnlabError(f"--workers must be at least 1, not {workers}")
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise CnnlabError("--ssl-certfile and --ssl-keyfile go together")
+    for path in (ssl_certfile, ssl_keyfile):
+        if path is not None and not path.is_file():
+            raise CnnlabError(f"{path}: no such file")
+    settings = _serve_settings(state_dir, db, runs=runs, host=host, port=port, review_threshold=review_threshold)
+    application = create_app(settings)
+    scheme = "https" if ssl_certfile else "http"
+    names = ", ".join(f"{m.name}@{m.version}" for m in application.state.models.all())
+    err.print(f"serving {names} on {scheme}://{host}:{port} (state in {state_dir}); create a key: cnnlab keys create")
+    if workers > 1:  # each worker builds its own app from the same settings, passed by environment
+        os.environ.update(settings_environment(settings))
+    uvicorn.run(
+        "cnnlab.serve.app:create_app_from_environment" if workers > 1 else application,
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
+        host=host,
+        port=port,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        log_level="info",
+    )
+
+
+@app.command(epilog="Example:  cnnlab ui --api http://127.0.0.1:8000 --port 8501   (then open http://127.0.0.1:8501)")
+def ui(
+    api: Annotated[str, typer.Option(help="Base URL of `cnnlab serve`, e.g. http://127.0.0.1:8000.")],
+    port: Annotated[int, typer.Option(help="TCP port of the page.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+) -> None:
+    """The clinician's web page: sign in with an API key, upload an X-ray, see the prediction and its
+    Grad-CAM, give feedback, work the review queue, watch the monitor (a client of the API only)."""
+    from cnnlab.ui.launch import run_ui
+
+    run_ui(api, host, port, warn=lambda line: err.print(line, soft_wrap=True))
+
+
+keys_app = typer.Typer(help="API keys for `cnnlab serve`: roles viewer, clinician, admin.", no_args_is_help=True)
+
+
+@keys_app.command("create", epilog="Example:  cnnlab keys create --role clinician --name dr-smith --expires-in 90")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer, clinician or admin.")],
+    name: Annotated[str, typer.Option(help="Who or what holds it.")] = "",
+    expires_in: Annotated[
+        float | None, typer.Option("--expires-in", help="Refuse the key after this many days (default: never).")
+    ] = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from cnnlab.serve.security import create_key, expiry_after, parse_role
+
+    parsed = parse_role(role)
+    expires_at = expiry_after(expires_in)
+    store = _service_store(state_dir, db, create=True)
+    try:
+        key_id, key = create_key(store, parsed, name, expires_at)
+    finally:
+        store.close()
+    until = f", valid until {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    err.print(f"created {parsed.name} key {key_id}{until}; it is shown once, store it now:")
+    console.print(key)
+
+
+@keys_app.command("list", epilog="Example:  cnnlab keys list --state-dir serve-state")
+def keys_list(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -> None:
+    """Every key's id, role, name and state (never the key)."""
+    store = _service_store(state_dir, db)
+    try:
+        rows = store.list_keys()
+    finally:
+        store.close()
+    table = Table("key id", "role", "name", "created", "state")
+    for row in rows:
+        if row.revoked_at:
+            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}"
+        elif row.expires_at:
+            state = f"{'expired' if row.expired() else 'active, expires'} {row.expires_at:%Y-%m-%d %H:%M}"
+        else:
+            state = "active"
+        table.add_row(row.key_id, row.role, row.name, f"{row.created_at:%Y-%m-%d %H:%M}", state)
+    console.print(table)
+
+
+@keys_app.command("revoke", epilog="Example:  cnnlab keys revoke cnl_1a2b3c4d")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id `cnnlab keys list` shows.")],
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+) -> None:
+    """Revoke a key: requests with it are refused (401) from now on."""
+    store = _service_store(state_dir, db)
+    try:
+        if not store.revoke_key(key_id):
+            raise CnnlabError(f"no active key with id '{key_id}'")
+    finally:
+        store.close()
+    console.print(f"revoked {key_id}")
+
+
+audit_app = typer.Typer(help="The service's append-only, hash-chained audit log.", no_args_is_help=True)
+
+
+@audit_app.command("verify", epilog="Example:  cnnlab audit verify --state-dir serve-state")
+def audit_verify(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -> None:
+    """Recompute the hash chain; exit 1 naming the first edited row or the row after a deleted one."""
+    store = _service_store(state_dir, db)
+    try:
+        count, problem = store.verify_audit()
+    finally:
+        store.close()
+    if problem is not None:
+        err.print(f"[red]audit log tampered:[/red] row {problem.row_id} ({problem.reason}); {count} rows read")
+        raise typer.Exit(1)
+    console.print(f"audit log intact: {count} rows, hash chain verified")
+
+
+feedback_app = typer.Typer(help="Clinician feedback collected by `cnnlab serve`.", no_args_is_help=True)
+
+
+@feedback_app.command("export", epilog="Example:  cnnlab feedback export --out data/feedback-1")
+def feedback_export(
+    out: Annotated[Path, typer.Option("--out", help="A new folder for the class-folder data set.")],
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+) -> None:
+    """Write the reviewed images as OUT/<label>/*.png plus metadata.csv, ready for `--data folder:OUT`."""
+    from cnnlab.serve.export import export_feedback
+
+    store = _service_store(state_dir, db)
+    try:
+        written, missing = export_feedback(store, state_dir / "images", out)
+    finally:
+        store.close()
+    console.print(f"exported {written} reviewed images to {out}" + (f" ({missing} images missing)" if missing else ""))

@@ -1,0 +1,175 @@
+"""`cnnlab demo`, `train` and `crossval`: runs that write bundles."""
+
+# Tasks are imported inside the commands: that keeps `cnnlab --help` fast and free of torch.
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cnnlab.cli.common import DataDirOpt, OutOpt, OverwriteOpt, SetOpt, console, err
+
+app = typer.Typer()
+
+
+@app.command(epilog="Example:  cnnlab demo --out runs/my-first-run")
+def demo(
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the recipe's 15).")] = None,
+) -> None:
+    """Train LeNet-5 on 5,000 real MNIST digits, offline, and show what cnnlab writes."""
+    from cnnlab.config import load_config
+    from cnnlab.tasks.train import train as run_training
+
+    values = {"train.epochs": epochs} if epochs is not None else {}
+    cfg = load_config("lenet5-mnist-sample", values=values)
+    summary = run_training(cfg, out or Path("runs") / "demo", overwrite=overwrite, console=console)
+    print_summary(summary)
+
+
+@app.command(
+    epilog=(
+        "Examples:  cnnlab train lenet5-mnist  |  cnnlab train --model simple_cnn --data mnist-sample --epochs 3"
+        "  |  cnnlab train lenet5-fashion-mnist --set optim.lr=2e-3 --set train.precision=bf16"
+        "  |  cnnlab train lenet5-mnist --out runs/x --resume  |  cnnlab train lenet5-fashion-mnist --nproc 2"
+    )
+)
+def train(
+    recipe: Annotated[str | None, typer.Argument(help="A packaged recipe name or a YAML file.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (`cnnlab models`).")] = None,
+    data: Annotated[str | None, typer.Option(help="Data source (`cnnlab datasets`).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    data_dir: DataDirOpt = None,
+    download: Annotated[bool, typer.Option("--download", help="Download the data set if it is missing.")] = False,
+    augment: Annotated[str | None, typer.Option(help="Augmentation preset (`cnnlab data preview`).")] = None,
+    class_weights: Annotated[
+        str | None, typer.Option("--class-weights", help="auto: weight classes by inverse frequency.")
+    ] = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+    nproc: Annotated[
+        int, typer.Option(help="Data-parallel processes on this machine (torchrun, DistributedDataParallel).")
+    ] = 1,
+) -> None:
+    """Train a model from a recipe and/or options; writes a run bundle.
+
+    With --nproc N the run is N processes sharing each global batch (--batch-size stays the
+    global batch). Across machines, start `python -m cnnlab.cli train ...` under torchrun
+    (see the README); a checkpoint resumes with any number of processes."""
+    from cnnlab.config import load_config
+    from cnnlab.tasks.inspect import slug
+    from cnnlab.tasks.train import train as run_training
+
+    shortcuts: dict[str, Any] = {
+        "model.name": model,
+        "data.source": data,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "optim.lr": lr,
+        "data.data_dir": data_dir,
+        "data.augment": augment,
+        "optim.class_weights": class_weights,
+    }
+    values = {k: v for k, v in shortcuts.items() if v is not None}
+    if download:
+        values["data.download"] = True
+    if recipe is None and "name" not in values:
+        values["name"] = f"{model or 'lenet5'}-{slug(data or 'mnist-sample')}"
+    cfg = load_config(recipe, overrides=set_ or [], values=values)
+    if nproc != 1:
+        _launch_processes(cfg, nproc, out or Path("runs") / cfg.name, overwrite, resume)
+        return
+    try:
+        summary = run_training(cfg, out, overwrite=overwrite, resume=resume, console=console)
+    except KeyboardInterrupt:
+        # Typer turns Ctrl-C into a bare exit; the checkpoints of finished epochs are kept.
+        err.print("interrupted; continue the run with the same command and --resume")
+        raise typer.Exit(130) from None
+    if summary is not None:  # the other ranks of a data-parallel job stay quiet
+        print_summary(summary)
+
+
+def _launch_processes(cfg: Any, nproc: int, out: Path, overwrite: bool, resume: bool) -> None:
+    """Run this training as `nproc` processes through torchrun: this same command, from the resolved config."""
+    import tempfile
+
+    from cnnlab.bundle.layout import check_run_dir
+    from cnnlab.engine.distributed import launch
+
+    check_run_dir(out, overwrite=overwrite, resume=resume)  # fail here, before any process starts
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = Path(tmp) / f"{cfg.name}.yaml"
+        recipe.write_text(cfg.to_yaml())
+        args = ["train", str(recipe), "--out", str(out), *(["--overwrite"] if overwrite else []),
+                *(["--resume"] if resume else [])]  # fmt: skip
+        code = launch(nproc, args)
+    if code != 0:
+        err.print(f"[red]error:[/red] a training process failed (exit {code}); continue with --resume")
+        raise typer.Exit(1)
+
+
+@app.command(
+    epilog="Examples:  cnnlab crossval lite0-xray --folds 5 --group-by patient_id  |  "
+    "cnnlab crossval lenet5-mnist-sample --folds 3 --set train.epochs=2"
+)
+def crossval(
+    recipe: Annotated[str, typer.Argument(help="A packaged recipe name or a YAML file.")],
+    folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    group_by: Annotated[
+        str | None, typer.Option(help="Require folds by this patient column (they are by patient whenever ids exist).")
+    ] = None,
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Stratified (patient-grouped) K-fold cross-validation: one bundle per fold, every metric per fold, mean +/- std.
+
+    Out-of-fold predictions go to oof_predictions.csv. Rerunning continues an interrupted run."""
+    from cnnlab.config import load_config
+    from cnnlab.evaluation.report import fmt
+    from cnnlab.tasks.crossval import CROSSVAL_METRICS
+    from cnnlab.tasks.crossval import crossval as run_crossval
+
+    cfg = load_config(recipe, overrides=set_ or [])
+    result = run_crossval(cfg, folds, out, group_by=group_by, overwrite=overwrite, console=console)
+    keys = CROSSVAL_METRICS  # per-class figures are in crossval.csv
+    table = Table("fold", "images", *(k.replace("_", " ") for k in keys), title=f"{folds}-fold, by {result.unit}")
+    for row in result.rows:
+        table.add_row(str(row["fold"]), str(row["images"]), *(fmt(row[k]) for k in keys))
+    table.add_row("mean +/- std", "", *(f"{fmt(result.mean[k])} +/- {fmt(result.std[k], 3)}" for k in keys))
+    console.print(table)
+    console.print(f"wrote {result.out_dir / 'crossval.csv'}, crossval.json and oof_predictions.csv")
+
+
+def print_summary(summary: Any) -> None:
+    console.print()
+    console.print(
+        f"[bold green]test accuracy {summary.test_accuracy:.4f}[/bold green]  "
+        f"(best validation accuracy {summary.val_accuracy:.4f} at epoch {summary.best_epoch})"
+    )
+    console.print(
+        f"training time {summary.train_seconds:.1f} s over {summary.epochs} epochs; "
+        f"evaluation {summary.eval_seconds + summary.test_seconds:.1f} s"
+    )
+    if len(summary.stages) > 1:
+        for stage in summary.stages:
+            console.print(
+                f"  stage {stage['name']}: {stage['epochs']} epochs, {stage['train_seconds']:.1f} s, "
+                f"best validation accuracy {stage['best_val_acc']:.4f}"
+            )
+    console.print(f"fit: {summary.verdict}")
+    if summary.stop_reason != "completed":
+        console.print(f"stopped: {summary.stop_reason}")
+    console.print(f"run: {summary.run_dir}")
+    console.print("next:")
+    console.print(f"  cnnlab evaluate {summary.run_dir}                 # per-class accuracy, confusion matrix")
+    console.print(f"  cnnlab predict {summary.run_dir} IMAGE... --explain   # predictions and Grad-CAM overlays")
+    console.print(f"  cnnlab export {summary.run_dir}                   # ONNX with a parity check")
+    console.print(f"  open {summary.run_dir / 'curves.png'}")
