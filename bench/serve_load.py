@@ -56,7 +56,8 @@ def free_port() -> int:
 
 
 def start_server(run: Path, state: Path, port: int, concurrency: int) -> subprocess.Popen[bytes]:
-    env = os.environ | {"CNNLAB_SERVE_MAX_CONCURRENCY": str(concurrency)}
+    # One key sends every request: the per-key rate limit would cap the load this measures.
+    env = os.environ | {"CNNLAB_SERVE_MAX_CONCURRENCY": str(concurrency), "CNNLAB_SERVE_RATE_LIMIT_PER_MINUTE": "0"}
     cmd = [sys.executable, "-c", "from cnnlab.cli import main; main()", "serve", str(run), "--host", HOST,
            "--port", str(port), "--state-dir", str(state)]  # fmt: skip
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -114,3 +114,34 @@ def test_serve_binds_loopback_and_passes_tls(trained_bundle: Path, tmp_path, cap
     assert code == 2 and "no run directory" in err
     code, _, err = run_cli(["serve", str(trained_bundle), *state, "--review-threshold", "3"], capsys, monkeypatch)
     assert code == 2 and "review-threshold" in err
+
+
+def test_serve_refuses_a_busy_port_before_saying_it_serves(trained_bundle: Path, tmp_path, capsys, monkeypatch) -> None:
+    import socket
+
+    import uvicorn
+
+    def must_not_start(app, **kw) -> None:
+        raise AssertionError("uvicorn must not start on a busy port")
+
+    monkeypatch.setattr(uvicorn, "run", must_not_start)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        args = ["serve", str(trained_bundle), "--port", str(port), "--state-dir", str(tmp_path / "state")]
+        code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "serving" not in err
+
+
+def test_serve_names_the_role_a_key_needs_and_takes_a_rate_limit(
+    trained_bundle: Path, tmp_path, capsys, monkeypatch
+) -> None:
+    import uvicorn
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app))
+    args = ["serve", str(trained_bundle), "--rate-limit", "7", "--state-dir", str(tmp_path / "state")]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 0 and "cnnlab keys create --role clinician" in " ".join(err.split())
+    assert seen["app"].state.settings.rate_limit_per_minute == 7

@@ -86,15 +86,17 @@ def test_keys_create_expires_in(settings: ServeSettings, capsys, monkeypatch) ->
 
 
 def test_a_database_from_before_key_expiry_keeps_working(settings: ServeSettings) -> None:
-    """A state directory made by an earlier release has no expires_at column and no audit index:
-    the service adds both at startup, and the keys in it still work."""
+    """A state directory made by an earlier release has no expires_at column, no audit indexes and no
+    migration version table: the service adds them at startup, and the keys in it still work."""
     settings.state_dir.mkdir(parents=True)
     store = Store(settings.database_url())
     _, key = create_key(store, Role.clinician, "from-before")
     store.close()
     db = settings.state_dir / "serve.db"
     with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE alembic_version")
         conn.execute("DROP INDEX ix_audit_at")
+        conn.execute("DROP INDEX ix_audit_key_at")
         conn.execute("ALTER TABLE api_keys DROP COLUMN expires_at")
         assert "expires_at" not in {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
     with TestClient(create_app(settings)) as client:
@@ -102,7 +104,8 @@ def test_a_database_from_before_key_expiry_keeps_working(settings: ServeSettings
         assert me.status_code == 200 and me.json()["expires_at"] is None
     with sqlite3.connect(db) as conn:
         assert "expires_at" in {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
-        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ix_audit_at'").fetchone() == (1,)
+        for index in ("ix_audit_at", "ix_audit_key_at"):
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (index,)).fetchone() == (1,)
 
 
 # ------------------------------------------------------------------ the kept image
@@ -159,6 +162,30 @@ def test_explanation_by_every_method(service: Service) -> None:
         assert answer.status_code == 200 and answer.json()["method"] == method, (method, answer.text)
         pictures.add(answer.json()["heatmap_png_base64"])
     assert len(pictures) > 1  # the method really changes the map
+
+
+def test_gradcampp_is_gradcam_plus_plus_without_url_encoding(service: Service) -> None:
+    """A '+' in a query string is a space, so `?explain=gradcam++` never named Grad-CAM++: `gradcampp` does."""
+    headers = service.headers("clinician")
+    predicted = _predict(service, 6, "?explain=gradcampp")
+    assert predicted["explanation"]["method"] == "gradcam++"
+    url = f"/v1/predictions/{predicted['request_id']}/explanation"
+    again = service.client.get(url, params={"method": "gradcampp"}, headers=headers)
+    assert again.status_code == 200 and again.json()["method"] == "gradcam++"
+    encoded = service.client.get(f"{url}?method=gradcam%2B%2B", headers=headers).json()
+    assert (
+        encoded["heatmap_png_base64"]
+        == again.json()["heatmap_png_base64"]
+        == predicted["explanation"]["heatmap_png_base64"]
+    )
+    unencoded = service.predict(png_bytes(6), query="?explain=gradcam++")
+    detail = unencoded.json()["detail"]
+    assert unencoded.status_code == 422 and "gradcam++ (or gradcampp)" in detail and "'+' in a URL is a space" in detail
+    schema = service.client.get("/openapi.json", headers=service.headers("viewer")).json()
+    for path in ("/v1/predict", "/v1/predictions/{request_id}/explanation"):
+        operation = next(iter(schema["paths"][path].values()))
+        described = " ".join(p.get("description", "") for p in operation["parameters"])
+        assert "gradcam++ (or gradcampp)" in described, path
 
 
 def test_explanation_refuses_an_unknown_method_and_prediction(service: Service) -> None:

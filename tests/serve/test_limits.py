@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import torch
 from fastapi.testclient import TestClient
 
 from cnnlab.serve.app import create_app
@@ -139,3 +140,46 @@ def test_unexpected_error_is_500_without_traceback_or_path(service: Service, cap
     assert set(response.json()) == {"detail", "request_id"}
     assert "secret" not in response.text and "Traceback" not in response.text
     assert response.json()["request_id"] in caplog.text  # the server log has it, with the traceback
+
+
+def slow_unless_inference(model: torch.nn.Module, step_s: float) -> list[torch.utils.hooks.RemovableHandle]:
+    """Make every layer of `model` take `step_s` longer, except under inference mode (a plain
+    prediction): an explanation that runs for seconds, in short steps, as a big model's would."""
+
+    def wait(_module: torch.nn.Module, _inputs: object) -> None:
+        if not torch.is_inference_mode_enabled():
+            time.sleep(step_s)
+
+    return [module.register_forward_pre_hook(wait) for module in model.modules()]
+
+
+def test_a_timed_out_explanation_lets_go_of_the_model(settings: ServeSettings) -> None:
+    """Score-CAM runs the network once per batch of activation maps; the tiny LeNet's 30 layer calls at
+    0.1 s each take 3 s, three times the timeout. Its request answers 504 on time, and the predictions
+    after it must not wait for the abandoned work (they used to answer 504 until it had finished)."""
+    with small_upload_service(settings, request_timeout_s=1.0) as client:
+        service = Service(client)
+        model = service.app.state.models.active("tiny").classifier.model
+        handles = slow_unless_inference(model, 0.1)
+        explained = service.predict(png_bytes(1), query="?explain=scorecam")
+        assert explained.status_code == 504, explained.text
+        plain = service.predict(png_bytes(2))
+        assert plain.status_code == 200, plain.text
+        for handle in handles:
+            handle.remove()
+        # The cancelled explanation left the model as it was: a CAM works, and its weights still learn.
+        again = service.predict(png_bytes(3), query="?explain=gradcam")
+        assert again.status_code == 200 and again.json()["explanation"]["method"] == "gradcam"
+        assert all(p.requires_grad for p in model.parameters())
+        audit = [(r.status, r.outcome) for r in service.app.state.store.audit_rows() if r.route == "/v1/predict"]
+        assert audit[0] == (504, "timeout") and [status for status, _ in audit[1:]] == [200, 200]
+
+
+def test_a_timed_out_explanation_of_a_kept_image_lets_go_of_the_model(settings: ServeSettings) -> None:
+    with small_upload_service(settings, request_timeout_s=1.0) as client:
+        service = Service(client)
+        request_id = service.predict(png_bytes(4)).json()["request_id"]
+        slow_unless_inference(service.app.state.models.active("tiny").classifier.model, 0.1)
+        url = f"/v1/predictions/{request_id}/explanation?method=scorecam"
+        assert client.get(url, headers=service.headers("clinician")).status_code == 504
+        assert service.predict(png_bytes(5)).status_code == 200

@@ -21,8 +21,9 @@ from sqlalchemy.exc import DBAPIError
 
 from cnnlab.serve.app import create_app
 from cnnlab.serve.settings import ServeSettings
-from cnnlab.serve.store import Base, Store
+from cnnlab.serve.store import Base, Store, head_revision, schema_revision
 from tests.serve.conftest import Service, png_bytes
+from tests.serve.test_migrations import schema_differences
 
 INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 
@@ -148,11 +149,39 @@ def test_the_api_runs_on_postgres(pg_store: Store, postgres_url: str, trained_bu
 
 
 def test_a_database_from_before_key_expiry_keeps_working_on_postgres(pg_store: Store, postgres_url: str) -> None:
-    with pg_store.engine.begin() as conn:
+    with pg_store.engine.begin() as conn:  # as an earlier release left it: before migrations, too
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("DROP INDEX ix_audit_key_at"))
         conn.execute(text("ALTER TABLE api_keys DROP COLUMN expires_at"))
     stores = [Store(postgres_url) for _ in range(2)]  # the second finds the column already added
     with pg_store.engine.connect() as conn:
         columns = conn.execute(text("SELECT column_name FROM information_schema.columns WHERE table_name = 'api_keys'"))
         assert "expires_at" in {row[0] for row in columns}
+    for store in stores:
+        store.close()
+
+
+def test_the_migrated_schema_on_postgres_is_the_declared_one(pg_store: Store, postgres_url: str) -> None:
+    assert schema_revision(pg_store.engine) == head_revision() and schema_differences(pg_store.engine) == []
+    with pg_store.engine.begin() as conn:  # an earlier release's database, as several machines start on it
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("DROP INDEX ix_audit_at"))
+        conn.execute(text("ALTER TABLE api_keys DROP COLUMN expires_at"))
+    stores: list[Store] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stores.append(Store(postgres_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(stores) == 4  # they took turns on the advisory lock
+    assert schema_revision(pg_store.engine) == head_revision() and schema_differences(pg_store.engine) == []
     for store in stores:
         store.close()

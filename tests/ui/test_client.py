@@ -27,6 +27,7 @@ ME = {
 FORBIDDEN = b'{"detail": "this needs the clinician role or above; the key has viewer"}'
 # path -> (status, content type, body) the fake API answers with
 ANSWERS: dict[str, tuple[int, str, bytes]] = {
+    "/healthz": (200, "application/json", b'{"status": "ok"}'),
     "/v1/me": (200, "application/json", json.dumps(ME).encode()),
     "/v1/predict": (413, "application/json", b'{"detail": "the request body is over the 10-byte limit"}'),
     "/v1/review-queue": (

@@ -4,6 +4,7 @@ administration of its keys, audit log and collected feedback."""
 # The service is imported inside the commands: that keeps `cnnlab --help` fast and free of torch.
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,6 +66,12 @@ def serve(
     workers: Annotated[
         int, typer.Option(help="Worker processes sharing the database (use PostgreSQL, --db, across machines).")
     ] = 1,
+    rate_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--rate-limit", help="Requests per minute per API key, across workers (0: no limit; default 120)."
+        ),
+    ] = None,
 ) -> None:
     """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback and a review queue (API keys needed)."""
     import os
@@ -80,11 +87,18 @@ def serve(
     for path in (ssl_certfile, ssl_keyfile):
         if path is not None and not path.is_file():
             raise CnnlabError(f"{path}: no such file")
-    settings = _serve_settings(state_dir, db, runs=runs, host=host, port=port, review_threshold=review_threshold)
+    limits = {} if rate_limit is None else {"rate_limit_per_minute": rate_limit}
+    settings = _serve_settings(
+        state_dir, db, runs=runs, host=host, port=port, review_threshold=review_threshold, **limits
+    )
+    check_port_free(host, port)
     application = create_app(settings)
     scheme = "https" if ssl_certfile else "http"
     names = ", ".join(f"{m.name}@{m.version}" for m in application.state.models.all())
-    err.print(f"serving {names} on {scheme}://{host}:{port} (state in {state_dir}); create a key: cnnlab keys create")
+    err.print(
+        f"serving {names} on {scheme}://{host}:{port} (state in {state_dir}); "
+        f"create a key: cnnlab keys create --role clinician --state-dir {state_dir}"
+    )
     if workers > 1:  # each worker builds its own app from the same settings, passed by environment
         os.environ.update(settings_environment(settings))
     uvicorn.run(
@@ -99,17 +113,48 @@ def serve(
     )
 
 
-@app.command(epilog="Example:  cnnlab ui --api http://127.0.0.1:8000 --port 8501   (then open http://127.0.0.1:8501)")
+@app.command(
+    epilog="Examples:  cnnlab ui --api http://127.0.0.1:8000 --port 8501   (then open http://127.0.0.1:8501)"
+    "  |  cnnlab ui --api https://triage.example.org:8443 --host 0.0.0.0"
+    " --ssl-certfile page.pem --ssl-keyfile page-key.pem"
+)
 def ui(
     api: Annotated[str, typer.Option(help="Base URL of `cnnlab serve`, e.g. http://127.0.0.1:8000.")],
     port: Annotated[int, typer.Option(help="TCP port of the page.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    ssl_certfile: Annotated[
+        Path | None, typer.Option("--ssl-certfile", help="TLS certificate (PEM) for the page: serve it over https.")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="Its private key (PEM).")] = None,
+    api_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-ca-file",
+            help="CA certificate (PEM) that an https API's private or self-signed certificate is checked against.",
+        ),
+    ] = None,
+    allow_plain_http: Annotated[
+        bool,
+        typer.Option(
+            "--allow-plain-http",
+            help="Allow plain http beyond this machine, to the page or the API: keys then cross the network in clear.",
+        ),
+    ] = False,
 ) -> None:
     """The clinician's web page: sign in with an API key, upload an X-ray, see the prediction and its
     Grad-CAM, give feedback, work the review queue, watch the monitor (a client of the API only)."""
     from cnnlab.ui.launch import run_ui
 
-    run_ui(api, host, port, warn=lambda line: err.print(line, soft_wrap=True))
+    run_ui(
+        api,
+        host,
+        port,
+        warn=lambda line: err.print(line, soft_wrap=True),
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        api_ca_file=api_ca_file,
+        allow_plain_http=allow_plain_http,
+    )
 
 
 keys_app = typer.Typer(help="API keys for `cnnlab serve`: roles viewer, clinician, admin.", no_args_is_help=True)
@@ -211,3 +256,15 @@ def feedback_export(
     finally:
         store.close()
     console.print(f"exported {written} reviewed images to {out}" + (f" ({missing} images missing)" if missing else ""))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process holds before anything says it is serving there."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+            probe.bind((host, port))
+    except OSError as exc:
+        raise CnnlabError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another process holds it?)"
+        ) from None

@@ -7,7 +7,9 @@ is put together."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, Security
@@ -18,7 +20,9 @@ from cnnlab.serve.models import LoadedModel, ModelRegistry
 from cnnlab.serve.monitor import Monitor
 from cnnlab.serve.security import KEY_HEADER, Principal, Role, hash_key
 from cnnlab.serve.settings import ServeSettings
-from cnnlab.serve.store import PredictionRow, Store, as_utc
+from cnnlab.serve.store import RATE_LIMITED, PredictionRow, Store, as_utc, utcnow
+
+RATE_WINDOW = timedelta(minutes=1)
 
 
 # async only so FastAPI calls them on the event loop: an attribute read is not worth a thread-pool hop.
@@ -69,6 +73,28 @@ def authenticate(request: Request, store: Store, key: str | None) -> Principal:
     return principal
 
 
+def check_rate(request: Request, settings: ServeSettings, store: Store, principal: Principal) -> None:
+    """429 with Retry-After when the key has made `rate_limit_per_minute` requests in the last minute.
+
+    The count comes from the audit log, so it covers every worker process and machine on the database;
+    requests still in flight are not in it yet, so a burst may pass the limit by up to the concurrency."""
+    limit = settings.rate_limit_per_minute
+    if not limit:
+        return
+    now = utcnow()
+    count, ages_out = store.key_usage(principal.key_id, now - RATE_WINDOW, limit)
+    if ages_out is None:
+        return
+    # The request whose leaving the window brings the count under the limit: the key may retry then.
+    wait = max(1, math.ceil((ages_out + RATE_WINDOW - now).total_seconds()))
+    request.state.outcome = RATE_LIMITED
+    raise HTTPException(
+        429,
+        f"this key made {count} requests in the last minute, over the limit of {limit} a minute; retry in {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def require(least: Role, public_flag: str | None = None) -> Callable[..., Principal | None]:
     """A dependency admitting keys of role `least` or above; when the settings flag named
     `public_flag` is on, anyone is admitted (as no principal)."""
@@ -82,6 +108,7 @@ def require(least: Role, public_flag: str | None = None) -> Callable[..., Princi
         if public_flag and getattr(settings, public_flag):
             return None
         principal = authenticate(request, store, key)
+        check_rate(request, settings, store, principal)
         if principal.role < least:
             raise HTTPException(403, f"this needs the {least.name} role or above; the key has {principal.role.name}")
         return principal

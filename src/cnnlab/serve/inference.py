@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -42,23 +43,41 @@ class UploadResult:
     explanation: Explanation | None
 
 
-def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise HTTPException(422, f"explain must be one of {', '.join(METHODS)}, not '{method}'")
+METHOD_ALIASES = {"gradcampp": "gradcam++"}
+"""A `+` in a URL's query string is a space: `gradcampp` spares writing gradcam%2B%2B."""
+_ALIAS_OF = {method: alias for alias, method in METHOD_ALIASES.items()}
+METHODS_TEXT = ", ".join(f"{m} (or {_ALIAS_OF[m]})" if m in _ALIAS_OF else m for m in METHODS)
+"""The methods as the API's descriptions and messages list them: gradcam, gradcam++ (or gradcampp), ..."""
 
 
-async def run_model_work(request: Request, timeout_s: float, work: Callable[[], T]) -> T:
-    """`work` (a forward pass) in a worker thread within `timeout_s`: 504 when it runs over."""
+def explain_method(name: str, parameter: str = "explain") -> str:
+    """The CAM method the query parameter names (an alias gives its method); 422 for anything else."""
+    method = METHOD_ALIASES.get(name, name)
+    if method in METHODS:
+        return method
+    # `?explain=gradcam++` unencoded arrives as "gradcam" and two spaces: say why, and what to write.
+    spaced = name != "gradcam" and name.rstrip() == "gradcam"
+    hint = "; a '+' in a URL is a space: write gradcampp or gradcam%2B%2B" if spaced else ""
+    raise HTTPException(422, f"{parameter} must be one of {METHODS_TEXT}, not '{name}'{hint}")
+
+
+async def run_model_work(request: Request, timeout_s: float, work: Callable[[threading.Event], T]) -> T:
+    """`work(cancel)` (forward passes) in a worker thread within `timeout_s`: 504 when it runs over.
+
+    The request answers on time whatever the thread does; `cancel` is then set, so work that holds a
+    model through `LoadedModel.running` stops at its next layer and the next request gets the model."""
+    cancel = threading.Event()
     try:
         with anyio.fail_after(timeout_s):
-            # abandon_on_cancel: a hung model keeps its thread, but the request answers 504 on time.
-            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(work, cancel, abandon_on_cancel=True)
     except TimeoutError:
         request.state.outcome = "timeout"
         raise HTTPException(504, f"the model did not answer within {timeout_s:g} s") from None
+    finally:
+        cancel.set()  # whyever this request stopped waiting (timeout, disconnect, shutdown), nobody will read it
 
 
-def predict_upload(model: LoadedModel, data: bytes, method: str | None) -> UploadResult:
+def predict_upload(model: LoadedModel, data: bytes, method: str | None, cancel: threading.Event) -> UploadResult:
     """Decode, predict and explain; blocking, so run it through `run_model_work`."""
     clf = model.classifier
     if sniff_format(data[:132]) not in ACCEPTED_FORMATS:
@@ -71,7 +90,7 @@ def predict_upload(model: LoadedModel, data: bytes, method: str | None) -> Uploa
     image, info = decode_bytes(data, UPLOAD_NAME)
     natural = decode_image(image, info.channels)
     pixels = decode_image(image, clf.preprocessing.channels)
-    with model.lock:
+    with model.running(cancel):
         probas, embeddings = clf.proba_and_embedding(clf.preprocess([pixels]))
         proba = probas[0]
         heat = clf.explain(pixels, method=method, class_index=int(proba.argmax())) if method else None
@@ -79,14 +98,14 @@ def predict_upload(model: LoadedModel, data: bytes, method: str | None) -> Uploa
     return UploadResult(proba, embeddings[0], png(natural), explanation)
 
 
-def explain_kept(model: LoadedModel, kept_png: bytes, label: str, method: str) -> Explanation:
+def explain_kept(model: LoadedModel, kept_png: bytes, label: str, method: str, cancel: threading.Event) -> Explanation:
     """A CAM of class `label` on a kept image; blocking, so run it through `run_model_work`."""
     clf = model.classifier
     # The kept PNG is the decoded upload: decoding it again gives the pixels the prediction saw.
     image, info = decode_bytes(kept_png, KEPT_NAME)
     natural = decode_image(image, info.channels)
     pixels = decode_image(image, clf.preprocessing.channels)
-    with model.lock:
+    with model.running(cancel):
         heat = clf.explain(pixels, method=method, class_index=clf.classes.index(label))
     return explanation_of(method, natural, heat)
 

@@ -18,7 +18,15 @@ from cnnlab.serve.store import Store
 
 log = logging.getLogger("cnnlab.serve")
 
-_OUTCOMES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 413: "too_large", 503: "busy", 504: "timeout"}
+_OUTCOMES = {
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    413: "too_large",
+    429: "rate_limited",
+    503: "busy",
+    504: "timeout",
+}
 
 
 class ServiceMiddleware:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,12 @@ from cnnlab.serve.store import Store
 
 VERSION_CHARS = 12
 """A version is the first hex digits of the weights' sha256: stable, and the same on every machine."""
+LOCK_POLL_S = 0.05
+"""How often work waiting for the model checks whether its request has given up on it."""
+
+
+class WorkCancelled(Exception):
+    """Raised inside work whose request stopped waiting for it (it timed out): nobody reads the result."""
 
 
 @dataclass
@@ -27,6 +35,35 @@ class LoadedModel:
     classifier: Classifier
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held for every forward pass: a CAM's hooks on the shared module must not see another request's pass."""
+    _cancel: threading.Event | None = field(default=None, init=False, repr=False)
+    """The cancel flag of the work that holds `lock` now."""
+
+    def __post_init__(self) -> None:
+        # A timed-out request cannot kill its worker thread; instead every layer checks, before it runs,
+        # whether the work holding the model was given up, so a long explanation (Score-CAM runs the
+        # network once per batch of activation maps) stops within one layer and frees the model.
+        for module in self.classifier.model.modules():
+            if next(module.children(), None) is None:
+                module.register_forward_pre_hook(self._stop_if_cancelled)
+
+    def _stop_if_cancelled(self, _module: Any, _inputs: Any) -> None:
+        cancel = self._cancel
+        if cancel is not None and cancel.is_set():
+            raise WorkCancelled(f"{self.name}@{self.version}: the request gave up on this work")
+
+    @contextmanager
+    def running(self, cancel: threading.Event) -> Iterator[None]:
+        """Hold the model for one request's work, which stops at its next layer once `cancel` is set
+        (and never starts when it is set while waiting for the model)."""
+        while not self.lock.acquire(timeout=LOCK_POLL_S):
+            if cancel.is_set():
+                raise WorkCancelled(f"{self.name}@{self.version}: the request gave up waiting for the model")
+        self._cancel = cancel
+        try:
+            yield
+        finally:
+            self._cancel = None
+            self.lock.release()
 
     # Every model-card lookup of the service is in this module: a change to the card touches this file only.
     @property

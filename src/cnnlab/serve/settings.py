@@ -30,6 +30,13 @@ class ServeSettings(BaseSettings):
         5.0, gt=0, description="How long a write waits for another writer's lock before the request answers 503."
     )
     max_concurrency: int = Field(4, ge=1, description="Requests under /v1 at once; more are answered 503 at once.")
+    rate_limit_per_minute: int = Field(
+        120,
+        ge=0,
+        description="Requests one API key may make in any 60 s; more are answered 429 with Retry-After. Counted "
+        "from the audit log in the database, so the limit is shared by every worker process and machine on it. "
+        "0: no limit.",
+    )
     public_docs: bool = False
     public_metrics: bool = False
 

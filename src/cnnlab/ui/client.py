@@ -5,6 +5,7 @@ HTTP status, or why the API could not be reached): pages show it as is, never a 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -63,11 +64,19 @@ def error_message(response: requests.Response) -> str:
 class ApiClient:
     """One API key against one service."""
 
-    def __init__(self, base_url: str, key: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._session = requests.Session()
         self._session.trust_env = False  # a proxy from the environment must not see patient images or keys
+        if ca_file:  # trust_env is off, so REQUESTS_CA_BUNDLE would not reach here: an https API with its own CA
+            self._session.verify = os.fspath(ca_file)
         if key:
             self._session.headers[KEY_HEADER] = key
 
@@ -77,6 +86,11 @@ class ApiClient:
             response = self._session.request(method, url, timeout=self.timeout_s, **kwargs)
         except requests.Timeout:
             raise ApiError(f"the API at {self.base_url} did not answer within {self.timeout_s:g} s") from None
+        except requests.exceptions.SSLError:
+            raise ApiError(
+                f"the API at {self.base_url} has a certificate this page does not trust "
+                "(a private or self-signed one: start the page with --api-ca-file)"
+            ) from None
         except requests.ConnectionError:
             raise ApiError(f"cannot reach the API at {self.base_url}") from None
         except requests.RequestException as exc:

@@ -12,7 +12,6 @@ import anyio
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 
 from cnnlab.errors import DataError
-from cnnlab.explain.cam import METHODS
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.serve.deps import (
     Clinician,
@@ -24,7 +23,7 @@ from cnnlab.serve.deps import (
     StoreDep,
     choose_model,
 )
-from cnnlab.serve.inference import UnsupportedFormat, check_method, predict_upload, run_model_work
+from cnnlab.serve.inference import METHODS_TEXT, UnsupportedFormat, explain_method, predict_upload, run_model_work
 from cnnlab.serve.schemas import ModelInfo, PredictResponse
 from cnnlab.serve.store import PredictionRow
 from cnnlab.serve.triage import triage
@@ -54,7 +53,10 @@ async def predict(
     recent: MonitorDep,
     file: Annotated[UploadFile, File(description="The image: PNG, JPEG or DICOM (pixel data only is used).")],
     model: ModelName = None,
-    explain: Annotated[str | None, Query(description=f"A CAM method for an overlay: {', '.join(METHODS)}.")] = None,
+    explain: Annotated[
+        str | None,
+        Query(description=f"A CAM method for an overlay: {METHODS_TEXT}. In a URL, gradcam++ is gradcam%2B%2B."),
+    ] = None,
 ) -> PredictResponse:
     state = request.state
     started = time.perf_counter()
@@ -63,7 +65,7 @@ async def predict(
     chosen = choose_model(models, model)  # held to the end: an activation meanwhile does not change this request
     state.model_version = chosen.version
     if explain is not None:
-        check_method(explain)
+        explain = explain_method(explain)
     # Several `file` parts would be answered on one of them, silently: refuse the ambiguity.
     count = len((await request.form()).getlist("file"))  # the form FastAPI parsed, cached on the request
     if count != 1:
@@ -74,7 +76,9 @@ async def predict(
         state.outcome = "undecodable"
         raise HTTPException(422, "the upload is empty (0 bytes)")
     try:
-        work = await run_model_work(request, settings.request_timeout_s, lambda: predict_upload(chosen, data, explain))
+        work = await run_model_work(
+            request, settings.request_timeout_s, lambda cancel: predict_upload(chosen, data, explain, cancel)
+        )
     except UnsupportedFormat as exc:
         state.outcome = "unsupported_format"
         raise HTTPException(415, str(exc)) from None

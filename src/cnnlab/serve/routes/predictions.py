@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from cnnlab.explain.cam import METHODS
 from cnnlab.serve.deps import Clinician, ModelsDep, SettingsDep, StoreDep, stored_prediction
-from cnnlab.serve.inference import check_method, explain_kept, run_model_work
+from cnnlab.serve.inference import METHODS_TEXT, explain_kept, explain_method, run_model_work
 from cnnlab.serve.schemas import ExplanationOut, ModelInfo
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import PredictionRow
@@ -57,9 +56,11 @@ async def prediction_explanation(
     settings: SettingsDep,
     models: ModelsDep,
     request_id: RequestId,
-    method: Annotated[str, Query(description=f"The CAM method: {', '.join(METHODS)}.")] = "gradcam",
+    method: Annotated[
+        str, Query(description=f"The CAM method: {METHODS_TEXT}. In a URL, gradcam++ is gradcam%2B%2B.")
+    ] = "gradcam",
 ) -> ExplanationOut:
-    check_method(method)
+    method = explain_method(method, "method")
     pred = stored_prediction(request, store, request_id)
     model = models.versions(pred.model_name).get(pred.model_version)
     if model is None:
@@ -68,7 +69,7 @@ async def prediction_explanation(
         )
     kept = _kept_bytes(settings, pred)
     explanation = await run_model_work(
-        request, settings.request_timeout_s, lambda: explain_kept(model, kept, pred.label, method)
+        request, settings.request_timeout_s, lambda cancel: explain_kept(model, kept, pred.label, method, cancel)
     )
     return ExplanationOut(
         **explanation.model_dump(),

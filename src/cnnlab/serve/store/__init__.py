@@ -10,13 +10,15 @@ from cnnlab.serve.store.activity import MINUTE_CHARS, MINUTE_FORMAT, ActivityQue
 from cnnlab.serve.store.audit import AUDIT_FIELDS, GENESIS, AuditLog, AuditProblem, chain_hash
 from cnnlab.serve.store.cases import CaseQueries
 from cnnlab.serve.store.engine import (
-    ADDED_COLUMNS,
-    ADDED_INDEXES,
+    BASELINE,
     DEFAULT_BUSY_TIMEOUT_S,
     Database,
+    alembic_config,
+    head_revision,
     is_busy,
     make_engine,
     migrate,
+    schema_revision,
 )
 from cnnlab.serve.store.keys import KeyQueries
 from cnnlab.serve.store.tables import (
@@ -30,20 +32,21 @@ from cnnlab.serve.store.tables import (
     as_utc,
     utcnow,
 )
+from cnnlab.serve.store.usage import RATE_LIMITED, UsageQueries
 
 
-class Store(KeyQueries, CaseQueries, ActivityQueries, ActivationQueries, AuditLog):
+class Store(KeyQueries, CaseQueries, ActivityQueries, ActivationQueries, UsageQueries, AuditLog):
     """Every read and write the service and its commands make, on one migrated database."""
 
 
 __all__ = [
-    "ADDED_COLUMNS",
-    "ADDED_INDEXES",
     "AUDIT_FIELDS",
+    "BASELINE",
     "DEFAULT_BUSY_TIMEOUT_S",
     "GENESIS",
     "MINUTE_CHARS",
     "MINUTE_FORMAT",
+    "RATE_LIMITED",
     "ActiveModel",
     "ApiKey",
     "AuditProblem",
@@ -54,10 +57,13 @@ __all__ = [
     "PredictionRow",
     "ReviewItem",
     "Store",
+    "alembic_config",
     "as_utc",
     "chain_hash",
+    "head_revision",
     "is_busy",
     "make_engine",
     "migrate",
+    "schema_revision",
     "utcnow",
 ]

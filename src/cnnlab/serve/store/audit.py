@@ -1,5 +1,6 @@
 """The audit log: one row per request, each hash-chained to the one before, so that an edited or
-deleted row shows up in `verify_audit` (and the database refuses both anyway, see engine.migrate)."""
+deleted row shows up in `verify_audit` (and the database refuses both anyway, by the triggers that
+migrations/versions/v1_baseline.py makes)."""
 
 from __future__ import annotations
 

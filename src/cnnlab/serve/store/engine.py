@@ -1,41 +1,40 @@
 """Connecting to the database and bringing its schema up to date at start-up.
 
 SQLite in the state directory by default (WAL, so readers never wait for the writer, and a busy
-timeout, so concurrent writers queue instead of failing); any SQLAlchemy URL works the same."""
+timeout, so concurrent writers queue instead of failing); any SQLAlchemy URL works the same. The
+schema's history is Alembic's (migrations/versions/), applied by `migrate` on every start."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, inspect, text
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from cnnlab.serve.store.tables import ActiveModel, ApiKey, Base
+from cnnlab.errors import CnnlabError
+from cnnlab.serve.store.tables import ActiveModel, ApiKey
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own locking is all there is
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
-ADDED_COLUMNS = (ApiKey.__table__.c.expires_at,)
-"""Columns added after the first release: `create_all` makes missing tables, not missing columns,
-so a database from before them gets each one added (nullable, so old rows keep their meaning)."""
-ADDED_INDEXES = ("CREATE INDEX IF NOT EXISTS ix_audit_at ON audit (at)",)
-"""Likewise for indexes (the monitor counts the last hour of the audit log by `at`)."""
-
-_SQLITE_APPEND_ONLY = (
-    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-)
-_POSTGRES_APPEND_ONLY = (
-    "CREATE OR REPLACE FUNCTION cnnlab_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
-    "DROP TRIGGER IF EXISTS audit_append_only ON audit",
-    "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
-    "FOR EACH ROW EXECUTE FUNCTION cnnlab_audit_append_only()",
-)
-_APPEND_ONLY = {"sqlite": _SQLITE_APPEND_ONLY, "postgresql": _POSTGRES_APPEND_ONLY}
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"
+"""The first release's schema: what a database made before migrations existed is taken to hold."""
+VERSION_TABLE = "alembic_version"
+_POSTGRES_LOCK = 0x636E6E6C6162  # "cnnlab": one advisory lock id for every migrating process
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -62,32 +61,68 @@ def make_engine(url: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Eng
     return create_engine(url, pool_pre_ping=True)
 
 
+def alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration, built here (no alembic.ini): the revisions inside this package, run on `connection`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
 def migrate(engine: Engine) -> None:
-    """Create what is missing (tables, later columns and indexes) and make the audit log append-only;
-    safe to run on every start, by several processes at once."""
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
-    with engine.begin() as conn:  # the database itself refuses to edit or delete audit rows
-        for statement in _APPEND_ONLY.get(engine.dialect.name, ()):
-            conn.execute(text(statement))
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for statement in ADDED_INDEXES:
-            conn.execute(text(statement))
-    for column in ADDED_COLUMNS:
-        table = column.table.name
-        if column.name in {c["name"] for c in inspect(engine).get_columns(table)}:
-            continue
-        kind = column.type.compile(dialect=engine.dialect)
+    """Bring the schema to the newest revision. A database made before migrations existed (tables but
+    no version table) is first stamped at the baseline; the later revisions add what it lacks. Safe on
+    every start, by several processes at once: they take turns (a file lock beside a SQLite database,
+    an advisory lock on PostgreSQL), and the later ones find nothing to do."""
+    with _sqlite_file_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # held to the end of this transaction
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _POSTGRES_LOCK})
+        config = alembic_config(conn)
+        tables = set(inspect(conn).get_table_names())
+        if VERSION_TABLE not in tables and ApiKey.__tablename__ in tables:
+            command.stamp(config, BASELINE)
         try:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
-        except (OperationalError, ProgrammingError):
-            # Another process starting on the same database added it first: that is the goal.
-            if column.name not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                raise
+            command.upgrade(config, "head")
+        except CommandError as exc:
+            # Typically a revision this cnnlab does not know: a newer release migrated the database.
+            raise CnnlabError(
+                f"the service database's schema is not one this cnnlab knows ({exc}); "
+                "was it upgraded by a newer cnnlab? Run that version, or restore a backup"
+            ) from None
+
+
+def head_revision() -> str:
+    """The newest revision this cnnlab knows: where `migrate` takes every database."""
+    return str(ScriptDirectory(str(MIGRATIONS)).get_current_head())
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None before any migration)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on the SQLite database's folder while migrating: SQLite has no advisory locks,
+    and its own write lock would be let go between Alembic's statements. The folder, not a lock file:
+    nothing new appears in the state directory, and a read-only one (an auditor's copy) still opens."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if fcntl is None or not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    try:
+        folder = os.open(Path(database).resolve().parent, os.O_RDONLY)
+    except OSError:  # no such folder: connecting fails next, with SQLite's own message
+        yield
+        return
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # closing lets go of the lock
 
 
 class Database:
@@ -97,7 +132,11 @@ class Database:
         self.busy_timeout_s = busy_timeout_s
         self.engine = make_engine(url, busy_timeout_s)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -100,6 +100,8 @@ class AuditRow(Base):
     """One row per request, accepted or refused; `row_hash` chains it to the row before (store/audit.py)."""
 
     __tablename__ = "audit"
+    # A key's requests of the last minute, for its rate limit (deps.py), without reading other keys' rows.
+    __table_args__ = (Index("ix_audit_key_at", "key_id", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[str] = mapped_column(String(40), index=True)

@@ -25,15 +25,16 @@ PAGES: list[tuple[str, str, str, str, Callable[[], None]]] = [
 ]
 
 
-def main(api_url: str) -> None:
+def main(api_url: str, ca_file: str | None = None) -> None:
     """The page for this run: sign-in without a key, else the pages the key's role may see (the
-    others are not hidden behind a disabled button: they do not exist for it)."""
+    others are not hidden behind a disabled button: they do not exist for it). `ca_file`: what an
+    https API's certificate is verified against, when not the usual authorities."""
     if not api_url:
         st.error("Start the page with `cnnlab ui --api URL`: it needs the address of `cnnlab serve`.")
         return
     who: Me | None = st.session_state.get("me")
     if who is None:
-        page = st.navigation([st.Page(lambda: sign_in_page(api_url), title="Sign in", url_path="sign-in")],
+        page = st.navigation([st.Page(lambda: sign_in_page(api_url, ca_file), title="Sign in", url_path="sign-in")],
                              position="hidden")  # fmt: skip
     else:
         allowed = [(t, p, i, f) for least, t, p, i, f in PAGES if who.may(least)]

@@ -7,7 +7,7 @@ import streamlit as st
 from cnnlab.ui.client import ApiClient, ApiError
 
 
-def sign_in_page(api_url: str) -> None:
+def sign_in_page(api_url: str, ca_file: str | None = None) -> None:
     st.title("cnnlab triage")
     st.write("Sign in with the API key you were given (`cnnlab keys create`).")
     with st.form("sign-in", width=560):
@@ -20,7 +20,7 @@ def sign_in_page(api_url: str) -> None:
     if not key:
         st.error("Sign-in failed: enter an API key.")
         return
-    client = ApiClient(api_url, key)
+    client = ApiClient(api_url, key, ca_file=ca_file)
     try:
         who = client.me()
     except ApiError as exc:

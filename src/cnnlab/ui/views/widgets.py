@@ -20,6 +20,7 @@ HINTS = {
     413: "The file is larger than the service accepts.",
     415: "The service reads PNG, JPEG and DICOM images only.",
     422: "The service could not use this.",
+    429: "Your key has made too many requests this minute; wait a moment and try again.",
     503: "The service is busy; try again shortly.",
     504: "The model took too long; try again.",
 }
