@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from cnnlab.bundle.backends import backend_runner
@@ -23,7 +22,7 @@ from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import Preprocessing, fit_all, image_to_input, normalize, stats_tensors
 from cnnlab.errors import DataError
 from cnnlab.evaluation.operating import operating_decision
-from cnnlab.explain.cam import METHODS, CamExplainer, resolve_cam_layer
+from cnnlab.explain.cam import METHODS, CamExplainer, heat_on_image, resolve_cam_layer
 from cnnlab.models.outputs import pooled_embedding, probabilities
 
 
@@ -123,7 +122,7 @@ class Classifier:
         pixels = image_to_input(decoded, prep.channels, prep.resize_to, prep.pad_to, prep.crop)[None]
         with CamExplainer(self.model, layer or self._cam_layer(), method, binary=self.binary) as cam:
             heat, _ = cam.explain(self.normalized(pixels), None if class_index is None else [class_index])
-        return _heat_on_image(heat[0], decoded.shape[:2], prep)
+        return heat_on_image(heat[0], decoded.shape[:2], prep)
 
     def _cam_layer(self) -> str:
         """The card's CAM layer, checked once to yield a spatial map and a gradient (else a better one)."""
@@ -164,21 +163,3 @@ def load(run_dir: str | Path, backend: str = "torch") -> Classifier:
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     return Classifier(load_model(run_dir, card), card, run_dir, backend)
-
-
-def _heat_on_image(heat: np.ndarray, shape: tuple[int, int], prep: Preprocessing) -> np.ndarray:
-    """Undo pad, resize and crop: the network-input heat map laid over the original image."""
-    (ph, pw), (rh, rw) = prep.pad_to, prep.resize_to
-    top, left = (ph - rh) // 2, (pw - rw) // 2
-    inner = torch.from_numpy(heat[top : top + rh, left : left + rw].copy())[None, None]
-    h, w = shape
-    if prep.crop:  # the centred window of the resize target's aspect, as center_crop_to_aspect took it
-        aspect = rw / rh
-        ch, cw = (h, max(1, round(h * aspect))) if w > h * aspect else (max(1, round(w / aspect)), w)
-    else:
-        ch, cw = h, w
-    window = F.interpolate(inner, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0].numpy()
-    out = np.zeros((h, w), dtype=np.float32)
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    out[y0 : y0 + ch, x0 : x0 + cw] = window
-    return out

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from cnnlab.choices import CALIBRATION_METHODS, SPLITS
 from cnnlab.cli.common import DataDirOpt, console, one_of
-from cnnlab.errors import CnnlabError
 
 app = typer.Typer()
 
@@ -35,9 +34,6 @@ def evaluate(
     from cnnlab.evaluation.report import fmt, with_interval
     from cnnlab.tasks.evaluate import evaluate as run_evaluation
 
-    # Checked before the task loads anything, as the one-line error for a bad option.
-    if bootstrap < 0:
-        raise CnnlabError(f"--bootstrap must be 0 or more, not {bootstrap}")
     result = run_evaluation(run, split=split, data_dir=data_dir, out=out, resamples=bootstrap)
     m = result.metrics
     ci = m["intervals"] or {}
@@ -106,9 +102,6 @@ def calibrate(
     from cnnlab.evaluation.report import fmt, with_interval
     from cnnlab.tasks.calibrate import calibrate as run_calibration
 
-    # Checked before the task loads the bundle, as the one-line error for a bad option.
-    if method not in (*CALIBRATION_METHODS, "none"):
-        raise CnnlabError(f"--method must be one of {', '.join((*CALIBRATION_METHODS, 'none'))}, not '{method}'")
     result = run_calibration(run, method, positive, target_sensitivity, data_dir)
     if result.calibration is not None:
         cal = result.calibration

@@ -10,7 +10,6 @@ import typer
 
 from cnnlab.choices import EXPORT_FILENAMES
 from cnnlab.cli.common import DataDirOpt, console, one_of
-from cnnlab.errors import CnnlabError
 
 app = typer.Typer()
 FORMATS = list(EXPORT_FILENAMES)
@@ -31,9 +30,6 @@ def export(
     """Export for fast inference, with the preprocessing contract and a parity check on test images."""
     from cnnlab.tasks.export import export_model
 
-    # Checked before the task loads the bundle, as the one-line error for a bad option.
-    if format not in FORMATS:
-        raise CnnlabError(f"--format must be one of {', '.join(FORMATS)}, not '{format}'")
     path, parity = export_model(
         run, format, opset=opset, dynamic_batch=dynamic_batch, embed_preprocessing=embed_preprocessing,
         samples=samples, data_dir=data_dir,

@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnlab.choices import CAM_METHODS
 from cnnlab.config import did_you_mean
+from cnnlab.data.preprocess import Preprocessing
 from cnnlab.errors import CnnlabError, ModelError
 from cnnlab.models.factory import find_cam_layer
 
@@ -279,3 +280,21 @@ def _gradient_check(model: nn.Module, layer: str, x: torch.Tensor) -> tuple[bool
     if grad is None or not bool(torch.isfinite(grad).all()) or float(grad.abs().sum()) == 0.0:
         return False, "no gradient reaches it"
     return True, ""
+
+
+def heat_on_image(heat: np.ndarray, shape: tuple[int, int], prep: Preprocessing) -> np.ndarray:
+    """Undo pad, resize and crop: the network-input heat map laid over the original image."""
+    (ph, pw), (rh, rw) = prep.pad_to, prep.resize_to
+    top, left = (ph - rh) // 2, (pw - rw) // 2
+    inner = torch.from_numpy(heat[top : top + rh, left : left + rw].copy())[None, None]
+    h, w = shape
+    if prep.crop:  # the centred window of the resize target's aspect, as center_crop_to_aspect took it
+        aspect = rw / rh
+        ch, cw = (h, max(1, round(h * aspect))) if w > h * aspect else (max(1, round(w / aspect)), w)
+    else:
+        ch, cw = h, w
+    window = F.interpolate(inner, size=(ch, cw), mode="bilinear", align_corners=False)[0, 0].numpy()
+    out = np.zeros((h, w), dtype=np.float32)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    out[y0 : y0 + ch, x0 : x0 + cw] = window
+    return out

@@ -11,6 +11,7 @@ import torch
 from cnnlab.bundle.card import write_card
 from cnnlab.bundle.classifier import Classifier, load
 from cnnlab.bundle.data import bundle_data, split_outputs
+from cnnlab.choices import CALIBRATION_METHODS
 from cnnlab.errors import DataError
 from cnnlab.evaluation.calibration import Calibration, calibration_scores, fit_calibration, reliability
 from cnnlab.evaluation.figures import plot_reliability
@@ -45,6 +46,8 @@ def calibrate(
     before/after on validation and test, and store both in the model card for every prediction.
 
     method: temperature, vector, or none (keep the card's calibration; choose an operating point only)."""
+    if method not in (*CALIBRATION_METHODS, "none"):
+        raise DataError(f"--method must be one of {', '.join((*CALIBRATION_METHODS, 'none'))}, not '{method}'")
     if method == "none" and positive is None:
         raise DataError("--method none keeps the card's calibration: pass --positive CLASS for an operating point")
     if positive is None and target_sensitivity is not None:

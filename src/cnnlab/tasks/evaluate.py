@@ -64,6 +64,8 @@ def evaluate(
 ) -> EvalSummary:
     """Score a bundle on one split of the data it was trained on and write the report: `eval/`
     in the bundle holds metrics.json, report.md, report.html and the figures."""
+    if resamples < 0:
+        raise DataError(f"--bootstrap must be 0 or more, not {resamples}")
     run_dir = Path(run_dir)
     clf = load(run_dir)
     data = bundle_data(run_dir, clf, data_dir)

@@ -14,14 +14,14 @@ import torch
 from rich.console import Console
 
 from cnnlab.bundle.card import CARD
-from cnnlab.bundle.classifier import Classifier, _heat_on_image, load
+from cnnlab.bundle.classifier import Classifier, load
 from cnnlab.config import did_you_mean
 from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import image_to_input
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.explain.activations import feature_maps, plot_feature_maps, stage_layers
 from cnnlab.explain.calc import dense_parameters
-from cnnlab.explain.cam import CamExplainer, resolve_cam_layer
+from cnnlab.explain.cam import CamExplainer, heat_on_image, resolve_cam_layer
 from cnnlab.explain.filters import FilterGrid, conv_layer, plot_filters
 from cnnlab.explain.folder import Faithfulness, faithfulness_areas, save_overlay
 from cnnlab.explain.summary import LayerTable, dense_widths, layer_table
@@ -126,7 +126,7 @@ def explain_files(
                     index = int(row.argmax()) if target is None else target
                     item = ExplainedImage(str(path), clf.classes[index], float(row[index]))
                     if write:
-                        on_image = _heat_on_image(h, image.shape[:2], clf.preprocessing)
+                        on_image = heat_on_image(h, image.shape[:2], clf.preprocessing)
                         name = f"{path.stem}.{method}.{_safe(item.label)}.png"
                         caption = f"{item.label} {item.probability:.2f} ({method})"
                         if not float(h.max()) > 0:

@@ -11,6 +11,7 @@ import torch
 from cnnlab.bundle.backends import EXPORT_DIR
 from cnnlab.bundle.classifier import Classifier, load
 from cnnlab.bundle.data import bundle_data
+from cnnlab.choices import EXPORT_FILENAMES
 from cnnlab.errors import DataError
 from cnnlab.export.onnx import Format, Parity, export_classifier
 
@@ -27,10 +28,12 @@ def export_model(
 ) -> tuple[Path, Parity]:
     """`samples` test images prove the export; `samples=0` needs no data at all: the proof then
     runs on seeded random pixels (the graph's numbers, not its answers on real images)."""
-    run_dir = Path(run_dir)
-    clf = load(run_dir)
+    if fmt not in EXPORT_FILENAMES:
+        raise DataError(f"--format must be one of {', '.join(EXPORT_FILENAMES)}, not '{fmt}'")
     if samples < 0:
         raise DataError(f"--samples must be 0 or more, not {samples}")
+    run_dir = Path(run_dir)
+    clf = load(run_dir)
     inputs = f"{samples} images of the test split" if samples else f"{RANDOM_SAMPLES} random images"
     pixels = parity_pixels(run_dir, clf, samples, data_dir) if samples else random_pixels(clf, RANDOM_SAMPLES)
     return export_classifier(
