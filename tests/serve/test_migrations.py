@@ -86,21 +86,7 @@ def test_a_database_that_already_had_the_later_columns_is_adopted(tmp_path: Path
 def test_processes_starting_at_once_take_turns(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     first_release_database(url)
-    errors: list[BaseException] = []
-    stores: list[Store] = []
-
-    def start() -> None:
-        try:
-            stores.append(Store(url))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == [] and len(stores) == 4
+    stores = stores_started_at_once(url, 4)
     assert schema_revision(stores[0].engine) == head_revision() and schema_differences(stores[0].engine) == []
     for store in stores:
         store.close()
@@ -127,3 +113,24 @@ def test_every_revision_goes_down_and_up_again(tmp_path: Path) -> None:
         assert schema_differences(store.engine) == []
     finally:
         store.close()
+
+
+def stores_started_at_once(url: str, count: int) -> list[Store]:
+    """`count` stores opening one database at the same moment, as workers starting together do;
+    every one must come up (the migration lock makes them take turns)."""
+    errors: list[BaseException] = []
+    stores: list[Store] = []
+
+    def start() -> None:
+        try:
+            stores.append(Store(url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(stores) == count
+    return stores

@@ -23,7 +23,7 @@ from cnnlab.serve.app import create_app
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import Base, Store, head_revision, schema_revision
 from tests.serve.conftest import Service, png_bytes
-from tests.serve.test_migrations import schema_differences
+from tests.serve.test_migrations import schema_differences, stores_started_at_once
 
 INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 
@@ -167,21 +167,7 @@ def test_the_migrated_schema_on_postgres_is_the_declared_one(pg_store: Store, po
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("DROP INDEX ix_audit_at"))
         conn.execute(text("ALTER TABLE api_keys DROP COLUMN expires_at"))
-    stores: list[Store] = []
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            stores.append(Store(postgres_url))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == [] and len(stores) == 4  # they took turns on the advisory lock
+    stores = stores_started_at_once(postgres_url, 4)  # they take turns on the advisory lock
     assert schema_revision(pg_store.engine) == head_revision() and schema_differences(pg_store.engine) == []
     for store in stores:
         store.close()
