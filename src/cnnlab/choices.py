@@ -15,3 +15,5 @@ CALIBRATION_METHODS = ("temperature", "vector")
 AUGMENT_PRESETS = ("none", "light", "standard", "strong", "xray")
 """`data.augment`, `cnnlab data preview --augment`."""
 SPLITS = ("train", "val", "test")
+ROLES = ("viewer", "clinician", "admin")
+"""API key roles of `cnnlab serve`, from least to most allowed."""

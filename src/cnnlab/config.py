@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -181,6 +182,16 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def recipe_description(name: str) -> str:
+    """What a packaged recipe trains: the first sentence of its leading comment (`cnnlab train --list`)."""
+    lines = []
+    for line in recipe_path(name).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return re.split(r"(?<=\.)\s", " ".join(lines), maxsplit=1)[0]
+
+
 def recipe_path(name_or_path: str) -> Path:
     """A packaged recipe by name, or a YAML file by path."""
     path = Path(name_or_path)
@@ -191,7 +202,7 @@ def recipe_path(name_or_path: str) -> Path:
     packaged = resources.files("cnnlab") / "recipes" / f"{name_or_path}.yaml"
     if not packaged.is_file():
         hint = did_you_mean(name_or_path, recipe_names())
-        raise ConfigError(f"unknown recipe '{name_or_path}'{hint}; known: {', '.join(recipe_names())}")
+        raise ConfigError(f"unknown recipe '{name_or_path}'{hint}; training recipes: {', '.join(recipe_names())}")
     return Path(str(packaged))
 
 

@@ -33,3 +33,10 @@ def test_only_deps_reads_the_app_state() -> None:
     modules = SERVE.rglob("*.py")
     readers = sorted(p.relative_to(SERVE).as_posix() for p in modules if "request.app.state" in p.read_text())
     assert readers == ["deps.py"]
+
+
+def test_the_roles_the_cli_offers_are_the_services_roles() -> None:
+    from cnnlab.choices import ROLES
+    from cnnlab.serve.security import ROLE_NAMES
+
+    assert ROLE_NAMES == ROLES  # same names, least to most allowed

@@ -24,7 +24,20 @@ CONFIG = "config.yaml"
 HISTORY = "history.csv"
 CURVES = "curves.png"
 CHECKPOINTS = "checkpoints"
-_OWNED = (CARD, WEIGHTS, CONFIG, HISTORY, CURVES, CHECKPOINTS, "reference.safetensors", "eval", "explain", "export")
+# What --overwrite may remove: the files of a bundle and what later commands wrote into it.
+_OWNED = (
+    CARD,
+    WEIGHTS,
+    CONFIG,
+    HISTORY,
+    CURVES,
+    CHECKPOINTS,
+    "reference.safetensors",
+    "eval",
+    "explain",
+    "export",
+    "examples",
+)
 
 
 def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:

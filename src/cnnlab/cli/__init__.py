@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from cnnlab import __version__
 from cnnlab.cli import data, evaluate, explain, export, predict, recipe, service, train
-from cnnlab.cli.common import console, run
+from cnnlab.cli.common import HELP_OPTION_NAMES, console, run
 
 # `cnnlab --help` lists the commands in the order a user meets them, not module by module.
 HELP_ORDER = (
@@ -33,7 +33,11 @@ app = typer.Typer(
     cls=_Commands,
     help="A workbench for convolutional neural networks: train, evaluate and compare image classifiers.",
     no_args_is_help=True,
-    add_completion=False,
+    # -h as well as --help, on every command (subcommands inherit the root's context settings)
+    context_settings={"help_option_names": HELP_OPTION_NAMES},
+    # --install-completion / --show-completion: tab-completion of commands, options and recipe
+    # names, answered by the click tree itself (offline, and without importing torch)
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )

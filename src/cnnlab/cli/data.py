@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from cnnlab.choices import AUGMENT_PRESETS
-from cnnlab.cli.common import DataDirOpt, console, one_of
+from cnnlab.cli.common import SOME_FAILED, DataDirOpt, choice_metavar, console, one_of
 
 app = typer.Typer()
 data_app = typer.Typer(
@@ -20,14 +21,24 @@ SourceArg = Annotated[str, typer.Argument(help="A named source (`cnnlab datasets
 PRESETS = AUGMENT_PRESETS
 
 
-@app.command(epilog="Example:  cnnlab models")
-def models() -> None:
-    """List the registered models with their parameter counts at the default input."""
+@app.command(epilog="Examples:  cnnlab models  |  cnnlab models --classes 1000")
+def models(
+    classes: Annotated[
+        int, typer.Option(help="Output classes of the head the parameters are counted with (binary models: 2).")
+    ] = 10,
+) -> None:
+    """List the registered models with their parameter counts at their default input."""
     from cnnlab.tasks.inspect import model_infos
 
-    table = Table("name", "input", "parameters", "description")
-    for m in model_infos():
-        table.add_row(m.name, "x".join(map(str, m.input_shape)), f"{m.parameters:,}", m.description)
+    # The count depends on the head: say which one, so it can be checked against compare-models.
+    table = Table(
+        "name", "input", f"parameters ({classes} classes)", "description",
+        caption=f"parameters with a {classes}-class head (binary models: 2) at each model's default input; "
+        f"`cnnlab compare-models NAME --classes {classes} --input INPUT` gives the same count",
+    )  # fmt: skip
+    for m in model_infos(classes):
+        count = f"{m.parameters:,}" + (f" ({m.classes} classes)" if m.classes != classes else "")
+        table.add_row(m.name, "x".join(map(str, m.input_shape)), count, m.description)
     console.print(table)
 
 
@@ -49,15 +60,25 @@ def datasets(data_dir: DataDirOpt = None) -> None:
 
 
 @data_app.command(
-    "inspect", epilog="Example:  cnnlab data inspect folder:../shared/data/chest-xray --out runs/inspect-xray"
+    "inspect",
+    epilog="Example:  cnnlab data inspect folder:../shared/data/chest-xray --out runs/inspect-xray"
+    f"  |  Exit codes: 0 training would take this data, {SOME_FAILED} training would refuse it (the reason is "
+    "printed; every bad file is still listed), 2 bad input.",
 )
 def data_inspect(
     source: SourceArg,
     data_dir: DataDirOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where to write samples.png and manifest.csv.")] = None,
-    max_bad_fraction: Annotated[float, typer.Option(help="Fail above this share of unreadable files.")] = 0.01,
+    max_bad_fraction: Annotated[
+        float,
+        typer.Option(
+            help=f"Training's limit on unreadable files: above this share, exit {SOME_FAILED} (still listing them)."
+        ),
+    ] = 0.01,
 ) -> None:
-    """Classes x splits, image sizes and modes, bad files with reasons, duplicates, patients per split."""
+    """Classes x splits, image sizes and modes, bad files with reasons, duplicates, patients per split.
+
+    It always reports, whatever the share of bad files: only training refuses data."""
     from cnnlab.tasks.inspect import inspect_data
 
     r = inspect_data(source, data_dir, out, max_bad_fraction)
@@ -77,11 +98,9 @@ def data_inspect(
         + (f" and {len(r.sizes) - 5} more" if len(r.sizes) > 5 else "")
     )
     console.print("formats: " + ", ".join(f"{k} ({v:,})" for k, v in r.modes.most_common()))
-    console.print(f"bad files: {len(r.bad)}")
-    for path, reason in r.bad[:20]:
-        console.print(f"  {path}: {reason}")
-    if len(r.bad) > 20:
-        console.print(f"  ... {len(r.bad) - 20} more in {r.manifest_csv}")
+    console.print(f"bad files: {len(r.bad)}" + (f" of {r.files:,}" if r.files else ""))
+    for path, reason in r.bad:  # every one: this listing is what a refused training run points to
+        console.print(f"  {path}: {reason}", markup=False)
     if r.ignored:
         console.print(
             f"ignored: {len(r.ignored)} ({', '.join(f'{p}: {why}' for p, why in r.ignored[:3])}"
@@ -99,13 +118,21 @@ def data_inspect(
         )
     for note in r.notes:
         console.print(f"note: {note}")
-    console.print(f"wrote {r.grid}" + (f" and {r.manifest_csv}" if r.manifest_csv else ""))
+    written = [str(p) for p in (r.grid, r.manifest_csv) if p is not None]
+    console.print(f"wrote {' and '.join(written)}")
+    if r.refusal:
+        console.print(Text.assemble(("training would refuse this data: ", "yellow"), r.refusal))
+        if r.bad:
+            console.print(
+                "fix or remove the bad files listed above, or raise data.max_bad_fraction to train on the rest"
+            )
+        raise typer.Exit(SOME_FAILED)
 
 
 @data_app.command("preview", epilog="Example:  cnnlab data preview flowers --augment standard")
 def data_preview(
     source: SourceArg,
-    augment: Annotated[str, typer.Option(help=f"{one_of(PRESETS)}.")] = "standard",
+    augment: Annotated[str, typer.Option(metavar=choice_metavar(PRESETS), help=f"{one_of(PRESETS)}.")] = "standard",
     size: Annotated[int, typer.Option(help="Side in pixels for folder sources.")] = 160,
     per_class: Annotated[int, typer.Option(help="Augmented versions per class.")] = 6,
     data_dir: DataDirOpt = None,

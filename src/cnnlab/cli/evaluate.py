@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import CALIBRATION_METHODS, SPLITS
-from cnnlab.cli.common import DataDirOpt, console, one_of
+from cnnlab.cli.common import DataDirOpt, choice_metavar, console, one_of
 
 app = typer.Typer()
 
@@ -21,7 +21,7 @@ app = typer.Typer()
 )
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
-    split: Annotated[str, typer.Option(help=f"{one_of(SPLITS)}.")] = "test",
+    split: Annotated[str, typer.Option(metavar=choice_metavar(SPLITS), help=f"{one_of(SPLITS)}.")] = "test",
     data_dir: DataDirOpt = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: RUN/eval).")] = None,
@@ -39,12 +39,17 @@ def evaluate(
     ci = m["intervals"] or {}
     console.print(
         f"[bold]{split} accuracy {with_interval(m['accuracy'], ci.get('accuracy'))}[/bold]  "
-        f"({m['images']:,} images, loss {result.loss:.4f}, {result.seconds:.2f} s)"
+        f"({m['images']:,} images, training loss (cross-entropy of the raw model) {result.loss:.4f}, "
+        f"{result.seconds:.2f} s)"
     )
+    # Two losses on adjacent lines: the first is what training minimised, on the raw logits; the
+    # second scores the probabilities a user gets, after calibration (equal up to clipping without one).
+    served = "calibrated" if "calibrated" in m["calibration"] else "uncalibrated"
     console.print(
         f"balanced accuracy {fmt(m['balanced_accuracy'])}; macro ROC AUC "
         f"{with_interval(m['averages']['macro']['roc_auc'], ci.get('macro_roc_auc'))}; macro F1 "
-        f"{fmt(m['averages']['macro']['f1'])}; log loss {fmt(m['log_loss'])}; Brier {fmt(m['brier'])}"
+        f"{fmt(m['averages']['macro']['f1'])}; log loss (of the probabilities as served, {served}) "
+        f"{fmt(m['log_loss'])}; Brier {fmt(m['brier'])}"
         + (f"  (95% CI: {ci['resamples']} resamples by {ci['unit']})" if ci else "")
     )
     if not result.data_matches:
@@ -86,7 +91,11 @@ def evaluate(
 def calibrate(
     run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
     method: Annotated[
-        str, typer.Option(help=f"{', '.join(CALIBRATION_METHODS)} (Platt-style) or none.")
+        str,
+        typer.Option(
+            metavar=choice_metavar((*CALIBRATION_METHODS, "none")),
+            help=f"{', '.join(CALIBRATION_METHODS)} (Platt-style) or none.",
+        ),
     ] = "temperature",
     positive: Annotated[
         str | None, typer.Option(help="Operating point for this class: 'pneumonia', 'a,b' or 'not normal'.")
@@ -144,11 +153,17 @@ def compare_models(
     from cnnlab.tasks.compare import compare_architectures
 
     result = compare_architectures(names, input, classes, out)
-    table = Table("model", "parameters", "multiply-adds", "depth", "largest kernel", title=f"input {input}")
+    # The parameter count depends on the head: every row says how many classes it was built for.
+    heads = f"{classes} classes" if classes else "1000 classes for ImageNet models, else 10"
+    table = Table(
+        "model", "classes", "parameters", "multiply-adds", "depth", "largest kernel", title=f"input {input}, {heads}",
+        caption="`cnnlab models --classes N` counts every model at its default input the same way",
+    )  # fmt: skip
     for r in result.rows:
         table.add_row(
-            r.name, f"{r.stats.parameters:,}", f"{r.stats.macs:,}", str(r.stats.depth), r.stats.largest_kernel
-        )
+            r.name, f"{r.classes:,}", f"{r.stats.parameters:,}", f"{r.stats.macs:,}", str(r.stats.depth),
+            r.stats.largest_kernel,
+        )  # fmt: skip
     console.print(table)
     console.print(f"wrote {result.chart}")
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import CAM_METHODS
-from cnnlab.cli.common import console, err, one_of
+from cnnlab.cli.common import EXIT_CODES, choice_metavar, console, err, exit_for, one_of
 
 app = typer.Typer()
 TargetArg = Annotated[str, typer.Argument(help="A run bundle, or a model name (random initialisation).")]
@@ -35,8 +35,8 @@ def filters(
 
 
 @app.command(
-    epilog="Examples:  cnnlab featuremaps runs/demo digit.png --all-stages"
-    "  |  cnnlab featuremaps runs/demo digit.png --layer features.c1 --layer features.c3"
+    epilog="Examples:  cnnlab featuremaps runs/demo runs/demo/examples/digit-7.png --all-stages"
+    "  |  cnnlab featuremaps runs/demo runs/demo/examples/digit-7.png --layer features.c1 --layer features.c3"
 )
 def featuremaps(
     target: TargetArg,
@@ -56,12 +56,14 @@ def featuremaps(
 
 @app.command(
     epilog="Examples:  cnnlab explain runs/lite0-xray ../shared/data/chest-xray/test --faithfulness"
-    "  |  cnnlab explain runs/demo digit.png --method gradcam++ --class 7"
+    f"  |  cnnlab explain runs/demo runs/demo/examples/digit-7.png --method gradcam++ --class 7  |  {EXIT_CODES}"
 )
 def explain(
     run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
     path: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
-    method: Annotated[str, typer.Option(help=f"{one_of(CAM_METHODS)}.")] = "gradcam",
+    method: Annotated[
+        str, typer.Option(metavar=choice_metavar(CAM_METHODS), help=f"{one_of(CAM_METHODS)}.")
+    ] = "gradcam",
     class_: Annotated[str | None, typer.Option("--class", help="Class to explain (default: predicted).")] = None,
     layer: Annotated[str | None, typer.Option("--layer", help="Layer to explain (default: the card's).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
@@ -70,7 +72,10 @@ def explain(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for the overlays.")] = None,
 ) -> None:
-    """Heat-map overlays with the predicted label and calibrated probability; per-file errors."""
+    """Heat-map overlays with the predicted label and calibrated probability; per-file errors.
+
+    When the output is not a terminal, a progress line with the rate and the time left is printed
+    (to stderr) every tenth of the images or 30 s."""
     from cnnlab.tasks.explain import explain_folder
 
     report = explain_folder(run, path, method, class_, layer, batch_size, faithful, out, console=err)
@@ -101,6 +106,7 @@ def explain(
         verdict = "beats" if score.score > score.random_score else "does NOT beat"
         console.print(f"{method} {verdict} random maps on {score.images} images")
         console.print(f"wrote {report.faithfulness_file}")
+    exit_for(explained, report.failed, "read")
 
 
 @app.command(
@@ -146,14 +152,21 @@ def summary(
 @app.command(
     epilog="Examples:  cnnlab calc conv --input 32 --kernel 5 --in 1 --out 6"
     "  |  cnnlab calc conv --input 224 --kernel 3 --stride 2 --padding same"
-    "  |  cnnlab calc pool --input 28 --kernel 2 --stride 2"
+    "  |  cnnlab calc pool --input 28 --kernel 2"
 )
 def calc(
     kind: Annotated[str, typer.Argument(help="conv or pool.")],
     input: Annotated[int, typer.Option("--input", help="Input height (= width).")],
     kernel: Annotated[int, typer.Option("--kernel", help="Kernel side.")],
-    stride: Annotated[int, typer.Option("--stride", help="Stride.")] = 1,
-    padding: Annotated[str, typer.Option("--padding", help="Pixels on each side, same or valid.")] = "0",
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            "--stride", help="Stride (default: 1 for conv, the kernel size for pool, as in PyTorch and Keras)."
+        ),
+    ] = None,
+    padding: Annotated[
+        str, typer.Option("--padding", metavar="N|same|valid", help="Pixels on each side, same or valid.")
+    ] = "0",
     dilation: Annotated[int, typer.Option("--dilation", help="Dilation.")] = 1,
     in_channels: Annotated[int | None, typer.Option("--in", help="Input channels.")] = None,
     out_channels: Annotated[int | None, typer.Option("--out", help="Output channels (filters).")] = None,

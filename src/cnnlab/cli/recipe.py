@@ -12,21 +12,24 @@ from rich.table import Table
 from cnnlab.cli.common import DataDirOpt, OverwriteOpt, console
 
 recipe_app = typer.Typer(
-    help="Every exercise of the course documents as one command, answered in a README from the run.",
+    help="Every exercise of the course documents as one command, answered in a README from the run. "
+    "These are exercise recipes; the training recipes that configure one run are `cnnlab train NAME` "
+    "(listed by `cnnlab train --list`).",
     no_args_is_help=True,
 )
 
 
 @recipe_app.command("list", epilog="Example:  cnnlab recipe list")
 def recipe_list() -> None:
-    """The recipes, the exercise each answers, and the data it reads."""
+    """The exercise recipes, the exercise each answers, and the data it reads."""
     from cnnlab.recipebook import REGISTRY
 
-    table = Table("recipe", "exercise", "answers", "data")
+    table = Table("recipe", "exercise", "answers", "data", title="exercise recipes: cnnlab recipe run NAME")
     for r in REGISTRY.values():
         table.add_row(r.name, r.seed, r.title, r.data or "none (measures models)")
     console.print(table)
     console.print("run one: cnnlab recipe run NAME [--quick]; the answer is OUT/README.md")
+    console.print("training recipes, one run each (cnnlab train NAME), are another kind: cnnlab train --list")
 
 
 @recipe_app.command(
@@ -35,7 +38,7 @@ def recipe_list() -> None:
     "  |  cnnlab recipe run alexnet-filters --quick --out runs/q8",
 )
 def recipe_run(
-    name: Annotated[str, typer.Argument(help="A recipe from `cnnlab recipe list`.")],
+    name: Annotated[str, typer.Argument(help="An exercise recipe from `cnnlab recipe list`.")],
     quick: Annotated[
         bool, typer.Option("--quick", help="Fewer epochs and images: about a minute on 2 cores, for a smoke test.")
     ] = False,

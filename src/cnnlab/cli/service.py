@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cnnlab.cli.common import console, err
+from cnnlab.choices import ROLES
+from cnnlab.cli.common import console, err, one_of, require_db_driver, require_extra
 from cnnlab.errors import CnnlabError
 
 app = typer.Typer()
@@ -19,7 +20,12 @@ StateDirOpt = Annotated[
     Path, typer.Option("--state-dir", help="The service's state: its SQLite database and kept images.")
 ]
 DbOpt = Annotated[
-    str | None, typer.Option("--db", help="A SQLAlchemy URL, e.g. postgresql://... (default: SQLite in --state-dir).")
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="A SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --state-dir).",
+    ),
 ]
 DEFAULT_STATE_DIR = Path("serve-state")
 
@@ -34,6 +40,12 @@ def _serve_settings(state_dir: Path, db: str | None, **more: Any) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise CnnlabError(f"--{'-'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}") from None
+
+
+def _needs_service(command: str, db: str | None) -> None:
+    """Say which extra to install before the first import of the service's packages fails."""
+    require_extra("serve", command)
+    require_db_driver(db, command)
 
 
 def _service_store(state_dir: Path, db: str | None, create: bool = False) -> Any:
@@ -74,6 +86,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback and a review queue (API keys needed)."""
+    _needs_service("cnnlab serve", db)
     import os
 
     import uvicorn
@@ -143,6 +156,7 @@ def ui(
 ) -> None:
     """The clinician's web page: sign in with an API key, upload an X-ray, see the prediction and its
     Grad-CAM, give feedback, work the review queue, watch the monitor (a client of the API only)."""
+    require_extra("ui", "cnnlab ui")
     from cnnlab.ui.launch import run_ui
 
     run_ui(
@@ -157,12 +171,12 @@ def ui(
     )
 
 
-keys_app = typer.Typer(help="API keys for `cnnlab serve`: roles viewer, clinician, admin.", no_args_is_help=True)
+keys_app = typer.Typer(help=f"API keys for `cnnlab serve`: roles {', '.join(ROLES)}.", no_args_is_help=True)
 
 
 @keys_app.command("create", epilog="Example:  cnnlab keys create --role clinician --name dr-smith --expires-in 90")
 def keys_create(
-    role: Annotated[str, typer.Option(help="viewer, clinician or admin.")],
+    role: Annotated[str, typer.Option(metavar="|".join(ROLES), help=f"{one_of(ROLES)}.")],
     name: Annotated[str, typer.Option(help="Who or what holds it.")] = "",
     expires_in: Annotated[
         float | None, typer.Option("--expires-in", help="Refuse the key after this many days (default: never).")
@@ -171,6 +185,7 @@ def keys_create(
     db: DbOpt = None,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
+    _needs_service("cnnlab keys", db)
     from cnnlab.serve.security import create_key, expiry_after, parse_role
 
     parsed = parse_role(role)
@@ -188,6 +203,7 @@ def keys_create(
 @keys_app.command("list", epilog="Example:  cnnlab keys list --state-dir serve-state")
 def keys_list(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -> None:
     """Every key's id, role, name and state (never the key)."""
+    _needs_service("cnnlab keys", db)
     store = _service_store(state_dir, db)
     try:
         rows = store.list_keys()
@@ -212,6 +228,7 @@ def keys_revoke(
     db: DbOpt = None,
 ) -> None:
     """Revoke a key: requests with it are refused (401) from now on."""
+    _needs_service("cnnlab keys", db)
     store = _service_store(state_dir, db)
     try:
         if not store.revoke_key(key_id):
@@ -227,6 +244,7 @@ audit_app = typer.Typer(help="The service's append-only, hash-chained audit log.
 @audit_app.command("verify", epilog="Example:  cnnlab audit verify --state-dir serve-state")
 def audit_verify(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -> None:
     """Recompute the hash chain; exit 1 naming the first edited row or the row after a deleted one."""
+    _needs_service("cnnlab audit", db)
     store = _service_store(state_dir, db)
     try:
         count, problem = store.verify_audit()
@@ -248,6 +266,7 @@ def feedback_export(
     db: DbOpt = None,
 ) -> None:
     """Write the reviewed images as OUT/<label>/*.png plus metadata.csv, ready for `--data folder:OUT`."""
+    _needs_service("cnnlab feedback", db)
     from cnnlab.serve.export import export_feedback
 
     store = _service_store(state_dir, db)

@@ -9,9 +9,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cnnlab.cli.common import DataDirOpt, OutOpt, OverwriteOpt, SetOpt, console, err
+from cnnlab.choices import AUGMENT_PRESETS
+from cnnlab.cli.common import DataDirOpt, OutOpt, OverwriteOpt, SetOpt, choice_metavar, console, err
+from cnnlab.errors import CnnlabError, ConfigError
 
 app = typer.Typer()
+
+
+def complete_training_recipe(incomplete: str) -> list[str]:
+    """Tab-completion of a recipe name (the shell asks on every tab: config is quick and free of torch)."""
+    from cnnlab.config import recipe_names
+
+    return [name for name in recipe_names() if name.startswith(incomplete)]
 
 
 @app.command(epilog="Example:  cnnlab demo --out runs/my-first-run")
@@ -20,14 +29,14 @@ def demo(
     overwrite: OverwriteOpt = False,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the recipe's 15).")] = None,
 ) -> None:
-    """Train LeNet-5 on 5,000 real MNIST digits, offline, and show what cnnlab writes."""
-    from cnnlab.config import load_config
-    from cnnlab.tasks.train import train as run_training
+    """Train LeNet-5 on 5,000 real MNIST digits, offline, and show what cnnlab writes.
 
-    values = {"train.epochs": epochs} if epochs is not None else {}
-    cfg = load_config("lenet5-mnist-sample", values=values)
-    summary = run_training(cfg, out or Path("runs") / "demo", overwrite=overwrite, console=console)
-    print_summary(summary)
+    It also leaves one test digit per class in RUN/examples (digit-0.png ... digit-9.png) to try
+    predict, featuremaps and explain on."""
+    from cnnlab.tasks.demo import demo as run_demo
+
+    result = run_demo(out, epochs=epochs, overwrite=overwrite, console=console)
+    print_summary(result.summary, examples=result.examples)
 
 
 @app.command(
@@ -35,10 +44,16 @@ def demo(
         "Examples:  cnnlab train lenet5-mnist  |  cnnlab train --model simple_cnn --data mnist-sample --epochs 3"
         "  |  cnnlab train lenet5-fashion-mnist --set optim.lr=2e-3 --set train.precision=bf16"
         "  |  cnnlab train lenet5-mnist --out runs/x --resume  |  cnnlab train lenet5-fashion-mnist --nproc 2"
+        "  |  cnnlab train --list"
     )
 )
 def train(
-    recipe: Annotated[str | None, typer.Argument(help="A packaged recipe name or a YAML file.")] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Argument(
+            help="A training recipe (`cnnlab train --list`) or a YAML file.", autocompletion=complete_training_recipe
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (`cnnlab models`).")] = None,
     data: Annotated[str | None, typer.Option(help="Data source (`cnnlab datasets`).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
@@ -46,9 +61,13 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download the data set if it is missing.")] = False,
-    augment: Annotated[str | None, typer.Option(help="Augmentation preset (`cnnlab data preview`).")] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(metavar=choice_metavar(AUGMENT_PRESETS), help="Augmentation preset (`cnnlab data preview`)."),
+    ] = None,
     class_weights: Annotated[
-        str | None, typer.Option("--class-weights", help="auto: weight classes by inverse frequency.")
+        str | None,
+        typer.Option("--class-weights", metavar="auto", help="auto: weight classes by inverse frequency."),
     ] = None,
     set_: SetOpt = None,
     out: OutOpt = None,
@@ -57,13 +76,19 @@ def train(
     nproc: Annotated[
         int, typer.Option(help="Data-parallel processes on this machine (torchrun, DistributedDataParallel).")
     ] = 1,
+    list_: Annotated[bool, typer.Option("--list", help="List the packaged training recipes and exit.")] = False,
 ) -> None:
-    """Train a model from a recipe and/or options; writes a run bundle.
+    """Train a model from a training recipe and/or options; writes a run bundle.
+
+    Training recipes (`cnnlab train --list`) configure one run; the course's exercises are another
+    kind of recipe, run with `cnnlab recipe run NAME` (`cnnlab recipe list`).
 
     With --nproc N the run is N processes sharing each global batch (--batch-size stays the
     global batch). Across machines, start `python -m cnnlab.cli train ...` under torchrun
     (see the README); a checkpoint resumes with any number of processes."""
-    from cnnlab.config import load_config
+    if list_:
+        print_training_recipes()
+        return
     from cnnlab.tasks.inspect import slug
     from cnnlab.tasks.train import train as run_training
 
@@ -82,7 +107,7 @@ def train(
         values["data.download"] = True
     if recipe is None and "name" not in values:
         values["name"] = f"{model or 'lenet5'}-{slug(data or 'mnist-sample')}"
-    cfg = load_config(recipe, overrides=set_ or [], values=values)
+    cfg = load_training_recipe(recipe, overrides=set_ or [], values=values)
     if nproc != 1:
         _launch_processes(cfg, nproc, out or Path("runs") / cfg.name, overwrite, resume)
         return
@@ -120,7 +145,12 @@ def _launch_processes(cfg: Any, nproc: int, out: Path, overwrite: bool, resume: 
     "cnnlab crossval lenet5-mnist-sample --folds 3 --set train.epochs=2"
 )
 def crossval(
-    recipe: Annotated[str, typer.Argument(help="A packaged recipe name or a YAML file.")],
+    recipe: Annotated[
+        str,
+        typer.Argument(
+            help="A training recipe (`cnnlab train --list`) or a YAML file.", autocompletion=complete_training_recipe
+        ),
+    ],
     folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
     group_by: Annotated[
         str | None, typer.Option(help="Require folds by this patient column (they are by patient whenever ids exist).")
@@ -132,12 +162,11 @@ def crossval(
     """Stratified (patient-grouped) K-fold cross-validation: one bundle per fold, every metric per fold, mean +/- std.
 
     Out-of-fold predictions go to oof_predictions.csv. Rerunning continues an interrupted run."""
-    from cnnlab.config import load_config
     from cnnlab.evaluation.report import fmt
     from cnnlab.tasks.crossval import CROSSVAL_METRICS
     from cnnlab.tasks.crossval import crossval as run_crossval
 
-    cfg = load_config(recipe, overrides=set_ or [])
+    cfg = load_training_recipe(recipe, overrides=set_ or [])
     result = run_crossval(cfg, folds, out, group_by=group_by, overwrite=overwrite, console=console)
     keys = CROSSVAL_METRICS  # per-class figures are in crossval.csv
     table = Table("fold", "images", *(k.replace("_", " ") for k in keys), title=f"{folds}-fold, by {result.unit}")
@@ -148,7 +177,39 @@ def crossval(
     console.print(f"wrote {result.out_dir / 'crossval.csv'}, crossval.json and oof_predictions.csv")
 
 
-def print_summary(summary: Any) -> None:
+def load_training_recipe(recipe: str | None, **kwargs: Any) -> Any:
+    """`load_config`, but a name that is an exercise (`cnnlab recipe list`) says to run it with
+    `cnnlab recipe run`: the two kinds of recipe share a word, not a command."""
+    from cnnlab.config import load_config, recipe_names
+
+    try:
+        return load_config(recipe, **kwargs)
+    except ConfigError:
+        if recipe is None or recipe in recipe_names() or Path(recipe).suffix in (".yaml", ".yml"):
+            raise
+        from cnnlab.recipebook import REGISTRY  # only on this error path: it loads torch
+
+        if recipe in REGISTRY:
+            raise CnnlabError(
+                f"'{recipe}' is an exercise recipe, not a training recipe: run it with `cnnlab recipe run {recipe}`"
+                " (training recipes: `cnnlab train --list`)"
+            ) from None
+        raise
+
+
+def print_training_recipes() -> None:
+    from cnnlab.config import load_config, recipe_description, recipe_names
+
+    table = Table("recipe", "model", "data", "epochs", "what it trains", title="training recipes: cnnlab train NAME")
+    for name in recipe_names():
+        cfg = load_config(name)
+        epochs = "+".join(str(st.epochs) for st in cfg.train.stages) if cfg.train.stages else str(cfg.train.epochs)
+        table.add_row(name, cfg.model.name, cfg.data.source, epochs, recipe_description(name))
+    console.print(table)
+    console.print("the course's exercises are recipes of another kind: cnnlab recipe list, cnnlab recipe run NAME")
+
+
+def print_summary(summary: Any, examples: list[Path] | None = None) -> None:
     console.print()
     console.print(
         f"[bold green]test accuracy {summary.test_accuracy:.4f}[/bold green]  "
@@ -168,8 +229,12 @@ def print_summary(summary: Any) -> None:
     if summary.stop_reason != "completed":
         console.print(f"stopped: {summary.stop_reason}")
     console.print(f"run: {summary.run_dir}")
+    image = "IMAGE..."
+    if examples:
+        image = str(examples[min(7, len(examples) - 1)])  # digit-7: the README's example
+        console.print(f"examples: {len(examples)} test images to try, {examples[0]} ... {examples[-1].name}")
     console.print("next:")
     console.print(f"  cnnlab evaluate {summary.run_dir}                 # per-class accuracy, confusion matrix")
-    console.print(f"  cnnlab predict {summary.run_dir} IMAGE... --explain   # predictions and Grad-CAM overlays")
+    console.print(f"  cnnlab predict {summary.run_dir} {image} --explain   # predictions and Grad-CAM overlays")
     console.print(f"  cnnlab export {summary.run_dir}                   # ONNX with a parity check")
     console.print(f"  open {summary.run_dir / 'curves.png'}")

@@ -283,10 +283,13 @@ def scan_folder(
     max_bad_fraction: float = 0.01,
     progress: Callable[[int], None] | None = None,
     store: VerifiedStore | None = None,
+    check: bool = True,
 ) -> Manifest:
     """The manifest of a class folder (raises DataError when it cannot be trained on).
 
-    With a `store`, files verified on an earlier scan and unchanged since are not read again."""
+    With a `store`, files verified on an earlier scan and unchanged since are not read again.
+    `check=False` returns the manifest whatever it holds: `cnnlab data inspect` must list the bad
+    files of exactly the folders training refuses (`bad_share_problem` and `class_problem` say why)."""
     root = Path(root).expanduser().resolve()
     entries, ignored = list_files(root)
     notes: list[str] = []
@@ -298,31 +301,48 @@ def scan_folder(
     if store is not None and todo:
         store.remember(entries)
     manifest = Manifest(root, check_classes(entries), entries, ignored, notes)
-    check_usable(manifest, max_bad_fraction)
+    if check:
+        check_usable(manifest, max_bad_fraction)
     return manifest
 
 
-def check_usable(manifest: Manifest, max_bad_fraction: float) -> None:
-    entries = manifest.entries
-    if not entries:
-        raise DataError(
-            f"{manifest.root}: no image files found (expected CLASS/ folders, optionally under train/ val/ test/)"
-        )
-    bad = manifest.bad
-    if len(bad) > max_bad_fraction * len(entries):
-        reasons = Counter(e.reason for e in bad).most_common(3)
-        summary = "; ".join(f"{n} x {r}" for r, n in reasons)
-        raise DataError(
-            f"{manifest.root}: {len(bad)} of {len(entries)} files are unreadable "
-            f"({len(bad) / len(entries):.1%} > max_bad_fraction {max_bad_fraction:.1%}): {summary}; "
-            "`cnnlab data inspect` lists them"
-        )
-    counts = Counter(e.label for e in manifest.ok)
+def no_files_problem(manifest: Manifest) -> str:
+    if manifest.entries:
+        return ""
+    return f"{manifest.root}: no image files found (expected CLASS/ folders, optionally under train/ val/ test/)"
+
+
+def bad_share_problem(manifest: Manifest, max_bad_fraction: float) -> str:
+    """Why training refuses the share of unreadable files ('' when it does not)."""
+    entries, bad = manifest.entries, manifest.bad
+    if not entries or len(bad) <= max_bad_fraction * len(entries):
+        return ""
+    reasons = Counter(e.reason for e in bad).most_common(3)
+    summary = "; ".join(f"{n} x {r}" for r, n in reasons)
+    return (
+        f"{len(bad)} of {len(entries)} files are unreadable "
+        f"({len(bad) / len(entries):.1%} > max_bad_fraction {max_bad_fraction:.1%}): {summary}"
+    )
+
+
+def class_problem(manifest: Manifest) -> str:
+    """Why training refuses the classes: fewer than two, or one without a readable image ('' if neither)."""
     if len(manifest.classes) < 2:
-        raise DataError(
-            f"{manifest.root}: found {len(manifest.classes)} class ({', '.join(manifest.classes)}); "
-            "a classifier needs at least 2"
-        )
+        return f"found {len(manifest.classes)} class ({', '.join(manifest.classes)}); a classifier needs at least 2"
+    counts = Counter(e.label for e in manifest.ok)
     empty = [c for c in manifest.classes if counts[c] == 0]
     if empty:
-        raise DataError(f"{manifest.root}: class {', '.join(repr(c) for c in empty)} has no readable images")
+        return f"class {', '.join(repr(c) for c in empty)} has no readable images"
+    return ""
+
+
+def check_usable(manifest: Manifest, max_bad_fraction: float) -> None:
+    if problem := no_files_problem(manifest):
+        raise DataError(problem)
+    if problem := bad_share_problem(manifest, max_bad_fraction):
+        raise DataError(
+            f"{manifest.root}: {problem}; `cnnlab data inspect folder:{manifest.root}` lists them "
+            "(or raise data.max_bad_fraction to train on the rest)"
+        )
+    if problem := class_problem(manifest):
+        raise DataError(f"{manifest.root}: {problem}")

@@ -83,6 +83,22 @@ def create_model(
     return pretrained.build_with_weights(spec, weights, classes, chans, size)
 
 
+def count_parameters(
+    name: str, num_classes: int | None = None, in_chans: int | None = None, input_size: int | None = None
+) -> int:
+    """The parameters `create_model` would build, counted on the meta device: shapes without
+    storage or initialisation, so every registered model is counted in well under a second
+    (building AlexNet or VGG16 for real takes seconds each)."""
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes, in_chans, input_size)
+    except (NotImplementedError, RuntimeError):
+        # A builder that needs real numbers (an op meta tensors lack, a data-dependent shape):
+        # build it for real; a genuine error raises again from there.
+        model = create_model(name, num_classes, in_chans, input_size)
+    return sum(p.numel() for p in model.parameters())
+
+
 def find_cam_layer(model: nn.Module, in_chans: int, size: int) -> str:
     """The last convolution (in execution order) whose output still has a spatial extent."""
 

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from cnnlab import bundle
-from cnnlab.config import Config, did_you_mean, load_config
+from cnnlab.config import Config, did_you_mean, load_config, recipe_names
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.report import Figure, Section, Table, data_table, fmt, training_table, write_html, write_markdown
 from cnnlab.fileio import atomic_write_json
@@ -92,9 +92,14 @@ def recipe(name: str, seed: str, title: str, exercise: str, data: str = "", take
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in REGISTRY:
-        raise CnnlabError(f"unknown recipe '{name}'{did_you_mean(name, list(REGISTRY))}; see `cnnlab recipe list`")
-    return REGISTRY[name]
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name in recipe_names():  # the other kind of recipe: one training run, not an exercise
+        raise CnnlabError(
+            f"'{name}' is a training recipe, not an exercise recipe: train it with `cnnlab train {name}`"
+            " (exercise recipes: `cnnlab recipe list`)"
+        )
+    raise CnnlabError(f"unknown recipe '{name}'{did_you_mean(name, list(REGISTRY))}; see `cnnlab recipe list`")
 
 
 def write_answer(recipe_: Recipe, ctx: Context, answer: Answer, seconds: float) -> Path:

@@ -29,6 +29,8 @@ class ModelRow:
     epochs: int | None = None
     weights: str | None = None
     run: str | None = None
+    classes: int | None = None
+    """Outputs of the head measured: the parameter count depends on it."""
 
 
 @dataclass
@@ -47,7 +49,7 @@ def compare_models(names: list[str], input_shape: tuple[int, int, int], classes:
         if spec.binary:
             n_classes = 2
         model = create_model(name, n_classes, input_shape[0], input_shape[1])
-        rows.append(ModelRow(name, input_shape, measure(model, input_shape)))
+        rows.append(ModelRow(name, input_shape, measure(model, input_shape), classes=n_classes))
     return rows
 
 
@@ -68,6 +70,7 @@ def compare_runs(run_dirs: list[Path]) -> list[ModelRow]:
                 epochs=card.training["epochs_run"],
                 weights=card.weights,
                 run=str(run),
+                classes=len(card.classes),
             )
         )
     return rows

@@ -27,7 +27,7 @@ from cnnlab.explain.folder import Faithfulness, faithfulness_areas, save_overlay
 from cnnlab.explain.summary import LayerTable, dense_widths, layer_table
 from cnnlab.explain.target import Target, input_pixels, model_target, parse_input
 from cnnlab.fileio import atomic_write_json
-from cnnlab.progress import progress_bar
+from cnnlab.progress import progress
 from cnnlab.tasks.inspect import slug
 from cnnlab.tasks.predict import expand_inputs
 
@@ -209,11 +209,11 @@ def explain_folder(
         raise DataError(f"no image files found in {path}")
     folder = out or run / "explain" / method
     start = time.perf_counter()
-    with progress_bar(console, f"explaining ({method})", len(files)) as advance:
+    with progress(console, f"explaining ({method})", len(files)) as advance:
         results = list(explain_files(clf, files, folder, method, label, layer, batch_size, advance))
     report = ExplainReport(method, results, time.perf_counter() - start, folder)
-    if score_faithfulness:
-        with progress_bar(console, "faithfulness", len(files)) as advance:
+    if score_faithfulness and report.failed < len(results):  # nothing readable: nothing to score
+        with progress(console, "faithfulness", len(files)) as advance:
             report.faithfulness = faithfulness(clf, files, method, layer, batch_size=batch_size, advance=advance)
         report.faithfulness_file = folder / "faithfulness.json"
         atomic_write_json(report.faithfulness_file, report.faithfulness.to_json())

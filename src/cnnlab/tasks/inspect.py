@@ -11,7 +11,8 @@ from cnnlab.data.augment import PRESETS
 from cnnlab.data.inspect import InspectReport, inspect_source, preview_augmentation
 from cnnlab.data.sources import get_source, locate, source_names
 from cnnlab.errors import DataError
-from cnnlab.models import create_model, get_spec, list_models
+from cnnlab.models import get_spec, list_models
+from cnnlab.models.factory import count_parameters
 
 
 def slug(text: str) -> str:
@@ -25,16 +26,20 @@ class ModelInfo:
     input_shape: tuple[int, int, int]
     """C, H, W of the model's default input."""
     parameters: int
+    """With a `classes`-way head, at the default input."""
     description: str
+    classes: int = 10
 
 
-def model_infos() -> list[ModelInfo]:
-    """Every registered model, built at its default input to count its parameters."""
+def model_infos(classes: int = 10) -> list[ModelInfo]:
+    """Every registered model's parameters with a `classes`-way head (binary models: 2) at its
+    default input, counted without allocating a single weight (`count_parameters`)."""
     infos = []
     for name in list_models():
         spec = get_spec(name)
-        params = sum(p.numel() for p in create_model(name).parameters())
-        infos.append(ModelInfo(name, (spec.in_chans, spec.input_size, spec.input_size), params, spec.description))
+        n = 2 if spec.binary else classes
+        shape = (spec.in_chans, spec.input_size, spec.input_size)
+        infos.append(ModelInfo(name, shape, count_parameters(name, n), spec.description, n))
     return infos
 
 

@@ -17,6 +17,7 @@ from cnnlab.bundle.classifier import Classifier, Prediction, load, prediction_fr
 from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import image_to_input
 from cnnlab.errors import DataError
+from cnnlab.evaluation.operating import positive_score
 from cnnlab.explain.cam import overlay
 from cnnlab.explain.folder import save_png
 from cnnlab.progress import progress_bar
@@ -27,6 +28,9 @@ class FileResult:
     path: str
     prediction: Prediction | None
     error: str = ""
+    positive_score: float | None = None
+    """With an operating point in the card: P(positive), the sum over its positive classes, that
+    its threshold decides on (`prediction.decision`)."""
 
 
 @dataclass
@@ -81,8 +85,11 @@ def predict_files(
         t1 = time.perf_counter()
         if good:
             proba = clf.proba_from_pixels(torch.stack([t for _, t in good]))
+            point = clf.card.threshold
             for (i, _), p in zip(good, proba, strict=True):
-                row[i].prediction = prediction_from_row(clf.classes, p, clf.card.threshold)
+                row[i].prediction = prediction_from_row(clf.classes, p, point)
+                if point:
+                    row[i].positive_score = float(positive_score(p[None], clf.classes, point["positive"])[0])
         t2 = time.perf_counter()
         timing.decode_seconds += t1 - t0
         timing.model_seconds += t2 - t1
@@ -102,6 +109,12 @@ class PredictRun:
     timing: PredictTiming
     overlay_dir: Path | None = None
     overlays: int = 0
+    operating_point: dict[str, Any] | None = None
+    """The card's `{"positive": [class, ...], "value": t}` that made each file's decision."""
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if r.error)
 
 
 def predict(
@@ -121,7 +134,7 @@ def predict(
         raise DataError("no image files found in " + ", ".join(items))
     with progress_bar(console, "predicting", len(files)) as advance:
         results, timing = predict_files(clf, files, advance=advance)
-    report = PredictRun(clf.classes, results, timing)
+    report = PredictRun(clf.classes, results, timing, operating_point=clf.card.threshold)
     if explain:
         report.overlay_dir = out or Path(run_dir) / "explain" / "predict"
         report.overlays = write_overlays(clf, results, report.overlay_dir)
