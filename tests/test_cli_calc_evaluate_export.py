@@ -24,7 +24,7 @@ def test_evaluate_says_which_loss_is_which(trained_bundle: Path, tmp_path: Path,
     code, out, _ = run_cli(args, capsys, monkeypatch)
     text = " ".join(out.split())
     assert code == 0
-    assert "training loss (cross-entropy of the raw model)" in text
+    assert "cross-entropy of the raw logits" in text
     assert "log loss (of the probabilities as served, uncalibrated)" in text
 
 

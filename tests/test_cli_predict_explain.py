@@ -92,3 +92,6 @@ def test_explain_prints_progress_lines_when_output_is_not_a_terminal(trained_bun
     lines = [line for line in err.splitlines() if line.startswith("faithfulness:")]
     assert lines, err
     assert "/20 images" in lines[0] and "images/s" in lines[0] and "left" in lines[0]
+    # counted after the work, not before it: the first estimate is a real rate, not millions a second
+    rate = float(lines[0].split("images/s")[0].rsplit(", ", 1)[1])
+    assert rate < 10_000

@@ -120,11 +120,11 @@ class Classifier:
         prep = self.preprocessing
         decoded = decode_image(image, prep.channels)
         pixels = image_to_input(decoded, prep.channels, prep.resize_to, prep.pad_to, prep.crop)[None]
-        with CamExplainer(self.model, layer or self._cam_layer(), method, binary=self.binary) as cam:
+        with CamExplainer(self.model, layer or self.cam_layer(), method, binary=self.binary) as cam:
             heat, _ = cam.explain(self.normalized(pixels), None if class_index is None else [class_index])
         return heat_on_image(heat[0], decoded.shape[:2], prep)
 
-    def _cam_layer(self) -> str:
+    def cam_layer(self) -> str:
         """The card's CAM layer, checked once to yield a spatial map and a gradient (else a better one)."""
         if getattr(self, "_checked_cam_layer", None) is None:
             prep = self.preprocessing

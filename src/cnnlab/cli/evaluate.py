@@ -39,11 +39,12 @@ def evaluate(
     ci = m["intervals"] or {}
     console.print(
         f"[bold]{split} accuracy {with_interval(m['accuracy'], ci.get('accuracy'))}[/bold]  "
-        f"({m['images']:,} images, training loss (cross-entropy of the raw model) {result.loss:.4f}, "
+        f"({m['images']:,} images, cross-entropy of the raw logits {result.loss:.4f}, "
         f"{result.seconds:.2f} s)"
     )
-    # Two losses on adjacent lines: the first is what training minimised, on the raw logits; the
-    # second scores the probabilities a user gets, after calibration (equal up to clipping without one).
+    # Two losses on adjacent lines: the first scores the raw logits (the plain cross-entropy that
+    # validation also reports, whatever the training objective); the second scores the probabilities
+    # a user gets, after calibration (equal up to clipping without one).
     served = "calibrated" if "calibrated" in m["calibration"] else "uncalibrated"
     console.print(
         f"balanced accuracy {fmt(m['balanced_accuracy'])}; macro ROC AUC "

@@ -56,9 +56,16 @@ def train(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name (`cnnlab models`).")] = None,
     data: Annotated[str | None, typer.Option(help="Data source (`cnnlab datasets`).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs; for a recipe with stages, every stage trains this many.")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Learning rate; for a recipe with stages, every stage's rate scales by it over the recipe's."
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     download: Annotated[bool, typer.Option("--download", help="Download the data set if it is missing.")] = False,
     augment: Annotated[

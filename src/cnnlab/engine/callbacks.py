@@ -2,8 +2,8 @@
 
 `fit` runs the epochs; what happens around an epoch (early stopping, checkpoints, the history
 file, the epoch line, a user's own logger) is a `Callback`. A callback may read the state and
-may raise: an exception from `on_epoch_start` counts as a failure of that epoch's training (so a
-test injects a diverging epoch with a callback, not by patching the loop), and one from
+may raise: `NonFiniteLoss` from `on_epoch_start` counts as that epoch's training diverging (so a
+test injects a diverging epoch with a callback, not by patching the loop), and any exception from
 `on_epoch_end` ends the run after that epoch was checkpointed (a simulated kill).
 """
 

@@ -95,8 +95,9 @@ def fit(
 ) -> FitResult:
     """Train through the config's stages (one `all` stage by default), keeping the best weights.
 
-    Around each epoch run, in order: early stopping, checkpointing and the epoch line (rank 0
-    only), then `callbacks` (a user's logger, the bundle's history file)."""
+    After each epoch run, in order: early stopping (every rank, so all skip a stage together),
+    checkpointing and `callbacks` (a user's logger, the bundle's history file; rank 0 only), then
+    the epoch line (printed by rank 0 alone: other ranks' consoles are quiet)."""
     tc, oc = cfg.train, cfg.optim
     console = console or Console(quiet=True)
     if tc.threads:

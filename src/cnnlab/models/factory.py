@@ -1,7 +1,7 @@
 """Look a model up by name and build it: registered models and any `timm:NAME`.
 
 The builtin model modules register themselves when `cnnlab.models` is imported (its `__init__`
-imports them), so every lookup here sees them without importing a model module itself.
+imports them), so every lookup here sees them; `zoo` is imported only for its timm builder.
 """
 
 from __future__ import annotations

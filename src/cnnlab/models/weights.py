@@ -130,7 +130,8 @@ def imagenet_offline(spec: ModelSpec) -> bool:
 
         cfg = timm.models.get_pretrained_cfg(spec.name.split(":", 1)[1])
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-        return bool(hub_id) and isinstance(try_to_load_from_cache(hub_id, "model.safetensors"), str)
+        files = ("model.safetensors", "pytorch_model.bin")  # timm hubs publish either
+        return bool(hub_id) and any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in files)
     return False
 
 
@@ -190,11 +191,12 @@ def _load_timm(spec: ModelSpec, model: nn.Module) -> None:
 
 
 def _hub_reachable() -> bool:
-    """Whether the Hugging Face hub's host name resolves (an offline machine answers at once)."""
+    """Whether the Hugging Face hub's host name resolves (an offline machine answers at once).
+    In HF_HUB_OFFLINE mode the hub client itself answers from the cache at once: let it."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
+        return True
     try:
         socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
     except OSError:

@@ -30,7 +30,8 @@ class ModelRow:
     weights: str | None = None
     run: str | None = None
     classes: int | None = None
-    """Outputs of the head measured: the parameter count depends on it."""
+    """The class count the model was measured with (its head's size, and so its parameter count,
+    depends on it; a binary model has 2 classes and one output)."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ from cnnlab.data.preprocess import image_to_input
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.explain.activations import feature_maps, plot_feature_maps, stage_layers
 from cnnlab.explain.calc import dense_parameters
-from cnnlab.explain.cam import CamExplainer, heat_on_image, resolve_cam_layer
+from cnnlab.explain.cam import CamExplainer, heat_on_image
 from cnnlab.explain.filters import FilterGrid, conv_layer, plot_filters
 from cnnlab.explain.folder import Faithfulness, faithfulness_areas, save_overlay
 from cnnlab.explain.summary import LayerTable, dense_widths, layer_table
@@ -76,10 +76,7 @@ def class_index(clf: Classifier, label: str | None) -> int | None:
 
 
 def explainer_for(clf: Classifier, method: str, layer: str | None = None) -> CamExplainer:
-    prep = clf.preprocessing
-    shape = (prep.channels, *prep.pad_to)
-    chosen = layer or resolve_cam_layer(clf.model, clf.card.cam_layer or None, shape)
-    return CamExplainer(clf.model, chosen, method, binary=clf.binary)
+    return CamExplainer(clf.model, layer or clf.cam_layer(), method, binary=clf.binary)
 
 
 def _decode_batch(
@@ -161,12 +158,13 @@ def faithfulness(
     with explainer_for(clf, method, layer) as cam:
         for start in range(0, len(paths), batch_size):
             decoded = [d for d in _decode_batch(clf, paths[start : start + batch_size]) if d[2] is not None]
-            if advance is not None:
+            if decoded:
+                x = clf.normalized(torch.stack([d[2] for d in decoded]))
+                areas, _ = faithfulness_areas(cam, clf.calibrated, x, steps, generator)
+            if advance is not None:  # after the batch's work, so the rate and the estimate are real
                 advance(min(batch_size, len(paths) - start))
             if not decoded:
                 continue
-            x = clf.normalized(torch.stack([d[2] for d in decoded]))
-            areas, _ = faithfulness_areas(cam, clf.calibrated, x, steps, generator)
             for i, d in enumerate(decoded):
                 per_image.append({"path": str(d[0]), **{k: float(v[i]) for k, v in areas.items()}})  # type: ignore[dict-item]
     if not per_image:
