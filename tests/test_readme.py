@@ -50,6 +50,7 @@ SKIPPED: dict[str, str] = {
         "needs the lite0-flowers bundle and its export"
     ),
     "cnnlab train lenet5-fashion-mnist --nproc 2": TRAINS,
+    "cnnlab train lenet5-fashion-mnist --find-lr": "decodes the full Fashion-MNIST",
     "cnnlab train lenet5-fashion-mnist --out runs/x --resume": "continues a killed run",
     "cnnlab explain runs/lite0-xray ../shared/data/chest-xray/test --faithfulness": "needs the lite0-xray bundle",
     "cnnlab serve runs/lite0-xray --port 8000 --state-dir serve-state": SERVES,

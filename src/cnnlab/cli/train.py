@@ -44,7 +44,7 @@ def demo(
         "Examples:  cnnlab train lenet5-mnist  |  cnnlab train --model simple_cnn --data mnist-sample --epochs 3"
         "  |  cnnlab train lenet5-fashion-mnist --set optim.lr=2e-3 --set train.precision=bf16"
         "  |  cnnlab train lenet5-mnist --out runs/x --resume  |  cnnlab train lenet5-fashion-mnist --nproc 2"
-        "  |  cnnlab train --list"
+        "  |  cnnlab train lenet5-fashion-mnist --find-lr  |  cnnlab train --list"
     )
 )
 def train(
@@ -84,6 +84,14 @@ def train(
         int, typer.Option(help="Data-parallel processes on this machine (torchrun, DistributedDataParallel).")
     ] = 1,
     list_: Annotated[bool, typer.Option("--list", help="List the packaged training recipes and exit.")] = False,
+    find_lr: Annotated[
+        bool,
+        typer.Option(
+            "--find-lr",
+            help="Instead of training, run the learning-rate range test (fastai's lr_find) and suggest --lr; "
+            "writes lr_find.png and lr_find.json to --out (default runs/NAME-lr-find), no bundle.",
+        ),
+    ] = False,
 ) -> None:
     """Train a model from a training recipe and/or options; writes a run bundle.
 
@@ -115,6 +123,11 @@ def train(
     if recipe is None and "name" not in values:
         values["name"] = f"{model or 'lenet5'}-{slug(data or 'mnist-sample')}"
     cfg = load_training_recipe(recipe, overrides=set_ or [], values=values)
+    if find_lr:
+        if resume or nproc != 1:
+            raise CnnlabError("--find-lr runs in one process and writes no checkpoint: drop --resume and --nproc")
+        _find_lr(cfg, out, overwrite)
+        return
     if nproc != 1:
         _launch_processes(cfg, nproc, out or Path("runs") / cfg.name, overwrite, resume)
         return
@@ -126,6 +139,47 @@ def train(
         raise typer.Exit(130) from None
     if summary is not None:  # the other ranks of a data-parallel job stay quiet
         print_summary(summary)
+
+
+def _find_lr(cfg: Any, out: Path | None, overwrite: bool) -> None:
+    """`--find-lr`: run the range test and print the suggestion, the command that uses it and the figure."""
+    import shlex
+    import sys
+
+    from cnnlab.tasks.lr_find import find_lr
+
+    result = find_lr(cfg, out, console, overwrite=overwrite)
+    curve = result.curve
+    console.print(f"{curve.steps} steps in {curve.seconds:.1f} s; {curve.stop_reason}")
+    console.print(
+        f"[bold green]suggested learning rate {result.lr_option:.2g}[/bold green] "
+        f"(fastai's {curve.method}: half-way down the longest fall of the smoothed loss; "
+        f"the lr at its minimum / 10 is {curve.min_lr_over_10 * result.lr_option / curve.suggestion:.2g})"
+    )
+    if result.lr_option != curve.suggestion:
+        console.print(
+            f"  stage '{result.stage}' ({result.trainable}) runs at {curve.suggestion:.2g}; --lr scales every stage"
+        )
+    argv = sys.argv[1:]
+    argv = argv[argv.index("train") + 1 :] if "train" in argv else []
+    console.print(f"train with it:  {shlex.join(_train_args(argv))} --lr {result.lr_option:.2g}")
+    console.print(f"figure: {result.figure}  (curve: {result.json})")
+
+
+def _train_args(args: list[str]) -> list[str]:
+    """This command line as `cnnlab train ...` without --find-lr, --out, --overwrite and --lr."""
+    kept: list[str] = ["cnnlab", "train"]
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--find-lr", "--overwrite") or arg.startswith(("--out=", "--lr=")):
+            continue
+        elif arg in ("--out", "--lr"):
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
 
 
 def _launch_processes(cfg: Any, nproc: int, out: Path, overwrite: bool, resume: bool) -> None:
