@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from cnnlab.cli import main
-
-
-def run_cli(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `cnnlab ARGS`."""
-    monkeypatch.setattr(sys, "argv", ["cnnlab", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as info:
-        main()
-    out, err = capsys.readouterr()
-    code = info.value.code
-    return (0 if code is None else int(code)), out, err
+from tests.test_cli import run_cli  # noqa: F401  (re-exported for the task tests)
 
 
 def digit_files(folder: Path, n: int, seed: int = 0) -> list[Path]:

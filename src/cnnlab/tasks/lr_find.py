@@ -11,9 +11,6 @@ from rich.console import Console
 
 from cnnlab import bundle
 from cnnlab.config import Config
-from cnnlab.data.augment import build_augment, build_mix
-from cnnlab.data.loader import TensorBatches
-from cnnlab.data.preprocess import stats_tensors
 from cnnlab.data.sources import load_source
 from cnnlab.engine.losses import balanced_class_weights, make_loss
 from cnnlab.engine.lr_find import LRFindResult, lr_find
@@ -21,7 +18,7 @@ from cnnlab.errors import DataError, ModelError
 from cnnlab.figures import plt, save_figure
 from cnnlab.fileio import atomic_write_json
 from cnnlab.models import create_model, get_spec
-from cnnlab.tasks.train import prepare_data, resolve_auto_weights
+from cnnlab.tasks.train import prepare_data, resolve_auto_weights, training_batches
 
 FIGURE = "lr_find.png"
 RESULT = "lr_find.json"
@@ -76,19 +73,7 @@ def find_lr(
     model = create_model(spec.name, len(data.classes), data.channels, input_size, cfg.model.weights)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    mean, std = stats_tensors(prep.mean, prep.std)
-    batches = TensorBatches(
-        *splits["train"],
-        tc.batch_size,
-        mean,
-        std,
-        shuffle=True,
-        seed=tc.seed,
-        channels_last=tc.channels_last,
-        balanced=cfg.data.sampler == "balanced",
-        augment=build_augment(stage.augment if stage.augment is not None else cfg.data.augment, input_size),
-        mix=build_mix(cfg.data.mix, cfg.data.mix_alpha, len(data.classes)),
-    )
+    batches = training_batches(cfg, splits, prep, len(data.classes), input_size, augment=stage.augment)
     weights = balanced_class_weights(batches.labels, len(data.classes)) if oc.class_weights == "auto" else None
     loss_fn = make_loss(spec.binary, oc.label_smoothing, oc.loss, oc.focal_gamma, weights)
     console.print(

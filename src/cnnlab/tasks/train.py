@@ -125,20 +125,7 @@ def train(
 
     mean, std = stats_tensors(prep.mean, prep.std)
     tc = cfg.train
-    train_batches = TensorBatches(
-        *splits["train"],
-        tc.batch_size,
-        mean,
-        std,
-        shuffle=True,
-        seed=tc.seed,
-        channels_last=tc.channels_last,
-        balanced=cfg.data.sampler == "balanced",
-        augment=build_augment(cfg.data.augment, input_size),
-        mix=build_mix(cfg.data.mix, cfg.data.mix_alpha, len(data.classes)),
-        rank=rank.rank,
-        world=rank.world,
-    )
+    train_batches = training_batches(cfg, splits, prep, len(data.classes), input_size, rank=rank.rank, world=rank.world)
     val_batches, test_batches = (
         TensorBatches(*splits[name], tc.eval_batch_size, mean, std, channels_last=tc.channels_last,
                       rank=rank.rank, world=rank.world)
@@ -244,6 +231,36 @@ def train(
         verdict=diagnosis.headline(),
         stop_reason=result.stop_reason,
         stages=stage_times(result.history),
+    )
+
+
+def training_batches(
+    cfg: Config,
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    prep: Preprocessing,
+    num_classes: int,
+    input_size: int,
+    augment: str | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> TensorBatches:
+    """The training split as `fit` sees it: normalised as the card will say, shuffled by the run's
+    seed, sampled, augmented (`augment`, default `data.augment`) and mixed as the config says."""
+    mean, std = stats_tensors(prep.mean, prep.std)
+    tc = cfg.train
+    return TensorBatches(
+        *splits["train"],
+        tc.batch_size,
+        mean,
+        std,
+        shuffle=True,
+        seed=tc.seed,
+        channels_last=tc.channels_last,
+        balanced=cfg.data.sampler == "balanced",
+        augment=build_augment(augment or cfg.data.augment, input_size),
+        mix=build_mix(cfg.data.mix, cfg.data.mix_alpha, num_classes),
+        rank=rank,
+        world=world,
     )
 
 
