@@ -39,6 +39,20 @@ def autocast(precision: str) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
+def training_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, precision: str, aux_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the loss one training step minimises, the head's logits): the head's loss plus the auxiliary
+    classifier's (Inception v3 in training mode) weighted by `aux_weight`."""
+    with autocast(precision):
+        logits = model(x)
+    loss = loss_fn(logits, y)
+    aux = getattr(model, "aux_logits", None)
+    if aux is not None:
+        loss = loss + aux_weight * loss_fn(aux, y)
+    return loss, logits
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -71,12 +85,7 @@ def train_one_epoch(
     for x, y in batches:
         if set_lr is not None:
             set_lr(step)
-        with autocast(precision):
-            logits = model(x)
-        loss = loss_fn(logits, y)
-        aux = getattr(model, "aux_logits", None)
-        if aux is not None:
-            loss = loss + aux_weight * loss_fn(aux, y)
+        loss, logits = training_loss(model, x, y, loss_fn, precision, aux_weight)
         if not all_finite(loss):
             raise NonFiniteLoss(step, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cnnlab.config import OptimConfig
-from cnnlab.engine.loop import autocast
+from cnnlab.engine.loop import training_loss
 from cnnlab.engine.losses import LossFn, make_loss
 from cnnlab.engine.schedule import make_optimizer
 from cnnlab.engine.transfer import plan_stage
@@ -116,12 +116,7 @@ def lr_find(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(precision):
-                logits = net(x)
-            loss = loss_fn(logits, y)
-            aux = getattr(net, "aux_logits", None)
-            if aux is not None:
-                loss = loss + aux_weight * loss_fn(aux, y)
+            loss, _ = training_loss(net, x, y, loss_fn, precision, aux_weight)
             value = float(loss.detach())
             if not math.isfinite(value):
                 stop_reason, diverged_at = f"the loss became {value} at lr {lr:.3g}", lr

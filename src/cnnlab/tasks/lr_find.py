@@ -14,11 +14,10 @@ from cnnlab.config import Config
 from cnnlab.data.sources import load_source
 from cnnlab.engine.losses import balanced_class_weights, make_loss
 from cnnlab.engine.lr_find import LRFindResult, lr_find
-from cnnlab.errors import DataError, ModelError
 from cnnlab.figures import plt, save_figure
 from cnnlab.fileio import atomic_write_json
 from cnnlab.models import create_model, get_spec
-from cnnlab.tasks.train import prepare_data, resolve_auto_weights, training_batches
+from cnnlab.tasks.train import prepare_for, resolve_auto_weights, training_batches
 
 FIGURE = "lr_find.png"
 RESULT = "lr_find.json"
@@ -58,12 +57,7 @@ def find_lr(
     cfg = resolve_auto_weights(cfg, console)
     input_size = cfg.data.input_size or spec.input_size
     data = load_source(cfg.data, input_size, console)
-    if spec.binary and len(data.classes) != 2:
-        raise ModelError(f"{spec.name} is a binary model; {cfg.data.source} has {len(data.classes)} classes")
-    try:
-        prep, splits = prepare_data(cfg, data, spec.mean, spec.std, input_size)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    prep, splits = prepare_for(cfg, spec, data, input_size)
     tc, oc = cfg.train, cfg.optim
     stage = tc.resolved_stages()[0]
     stage_lr = stage.lr if stage.lr is not None else oc.lr

@@ -31,7 +31,7 @@ from cnnlab.errors import DataError, ModelError
 from cnnlab.evaluation.diagnosis import diagnose
 from cnnlab.evaluation.drift import REFERENCE, reference_sample, save_reference
 from cnnlab.evaluation.figures import plot_curves
-from cnnlab.models import create_model, get_spec
+from cnnlab.models import ModelSpec, create_model, get_spec
 from cnnlab.models.factory import find_cam_layer
 from cnnlab.models.weights import imagenet_offline
 
@@ -104,12 +104,7 @@ def train(
     data = load_source(cfg.data, input_size, console)
     if rank.main:
         distributed.barrier()
-    if spec.binary and len(data.classes) != 2:
-        raise ModelError(f"{spec.name} is a binary model; {cfg.data.source} has {len(data.classes)} classes")
-    try:
-        prep, splits = prepare_data(cfg, data, spec.mean, spec.std, input_size)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    prep, splits = prepare_for(cfg, spec, data, input_size)
     sizes = data.sizes()
     console.print(
         f"data: {data.source} ({len(data.classes)} classes; train {sizes['train']:,}, val {sizes['val']:,}, "
@@ -232,6 +227,19 @@ def train(
         stop_reason=result.stop_reason,
         stages=stage_times(result.history),
     )
+
+
+def prepare_for(
+    cfg: Config, spec: ModelSpec, data: ArrayDataset, input_size: int
+) -> tuple[Preprocessing, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """`prepare_data` for `spec`'s model, with the checks training makes first (a binary model
+    needs two classes; images that cannot be fitted are a data error)."""
+    if spec.binary and len(data.classes) != 2:
+        raise ModelError(f"{spec.name} is a binary model; {cfg.data.source} has {len(data.classes)} classes")
+    try:
+        return prepare_data(cfg, data, spec.mean, spec.std, input_size)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def training_batches(
