@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cnnlab.serve.store.engine import DEFAULT_BUSY_TIMEOUT_S, Database, is_busy
@@ -35,6 +35,7 @@ AUDIT_FIELDS = (
 )
 
 APPEND_ATTEMPTS = 20
+_POSTGRES_AUDIT_LOCK = 0x617564697421  # "audit!": the advisory lock every appending process takes in turn
 
 
 def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
@@ -62,10 +63,16 @@ class AuditLog(Database):
         # timeout); only races are retried, so a stuck writer costs a request one timeout, not twenty.
         deadline = time.monotonic() + self.busy_timeout_s
         last = APPEND_ATTEMPTS - 1
-        with self._audit_lock:  # one appender per process; other processes lose the unique race and retry
+        # One appender per process; across processes SQLite's write lock or PostgreSQL's advisory lock
+        # orders them, and any other database's unique prev_hash turns a race into a retry.
+        with self._audit_lock:
             for attempt in range(APPEND_ATTEMPTS):
                 try:
                     with self.sessions.begin() as s:
+                        if s.get_bind().dialect.name == "postgresql":
+                            # Processes take turns, held to commit: under contention, retrying the unique
+                            # race alone starves a loser (CI saw one give up after 20 lost races).
+                            s.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _POSTGRES_AUDIT_LOCK})
                         head = s.scalar(select(AuditRow.row_hash).order_by(AuditRow.id.desc()).limit(1))
                         prev = head or GENESIS
                         row = AuditRow(**values, prev_hash=prev, row_hash=chain_hash(prev, values))
