@@ -41,6 +41,8 @@ class SplitOutputs:
     logits: torch.Tensor
     groups: np.ndarray | None
     seconds: float
+    sources: np.ndarray | None = None
+    """Where each image came from (metadata.csv's `source`), when the data says."""
 
 
 def split_outputs(clf: Classifier, data: ArrayDataset, split: str) -> SplitOutputs:
@@ -50,4 +52,5 @@ def split_outputs(clf: Classifier, data: ArrayDataset, split: str) -> SplitOutpu
     logits = clf.logits_from_pixels(pixels)
     seconds = time.perf_counter() - start
     groups = data.groups[split] if data.groups is not None else None
-    return SplitOutputs(pixels, y.numpy(), logits, groups, seconds)
+    sources = data.sources[split] if data.sources is not None else None
+    return SplitOutputs(pixels, y.numpy(), logits, groups, seconds, sources)

@@ -1,7 +1,7 @@
 """Class folders -> a Manifest: every file accounted for, nothing silently replaced.
 
 Layouts: `ROOT/CLASS/...` or `ROOT/{train,val,test}/CLASS/...`, plus an optional
-`ROOT/metadata.csv` (columns `file`, and any of `label`, `split`, `patient_id`/`group`, more)
+`ROOT/metadata.csv` (columns `file`, and any of `label`, `split`, `patient_id`/`group`, `source`, more)
 that overrides folder labels and splits and supplies patient groups.
 
 Junk (`.DS_Store`, `._*`, `Thumbs.db`, hidden folders, `.ipynb_checkpoints`, `__MACOSX`) and
@@ -41,6 +41,7 @@ JUNK_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
 JUNK_DIRS = {"__macosx", ".ipynb_checkpoints"}
 DOCUMENT_SUFFIXES = {".txt", ".md", ".csv", ".json", ".yaml", ".yml", ".xml", ".py", ".ipynb", ".zip", ".pdf"}
 GROUP_COLUMNS = ("patient_id", "group")
+SOURCE_COLUMN = "source"
 MANIFEST_VERSION = 1
 
 
@@ -51,6 +52,9 @@ class Entry:
     label: str
     split: str | None = None
     group: str | None = None
+    source: str | None = None
+    """Where the image came from (metadata.csv's `source`: a hospital, a scanner), for per-source
+    metrics and leave-one-source-out; None when the folder does not say."""
     sha256: str = ""
     format: str = ""
     width: int = 0
@@ -81,6 +85,10 @@ class Manifest:
     @property
     def has_groups(self) -> bool:
         return any(e.group for e in self.entries)
+
+    @property
+    def has_sources(self) -> bool:
+        return any(e.source for e in self.entries)
 
     def channels(self) -> int:
         """3 when any readable image has colour, else 1."""
@@ -220,6 +228,8 @@ def apply_metadata(root: Path, entries: list[Entry], notes: list[str]) -> list[E
             entry.split = split
         if group_col and row.get(group_col):
             entry.group = row[group_col].strip()
+        if row.get(SOURCE_COLUMN):
+            entry.source = row[SOURCE_COLUMN].strip()
     listed = {nfc((r.get("file") or "").strip().replace("\\", "/")) for r in rows}
     unlisted = sum(1 for e in entries if nfc(e.path) not in listed)
     if unlisted:

@@ -41,6 +41,8 @@ class ArrayDataset:
     """Where the files were read from (shown to the user and kept in the card)."""
     groups: dict[str, np.ndarray] | None = None
     """Per split, the patient/group of each image (folder sources with patient ids)."""
+    sources: dict[str, np.ndarray] | None = None
+    """Per split, where each image came from (metadata.csv's `source`; "" where a row has none)."""
     fitted_crop: bool | None = None
     """None: images are at their native size. Else they were already fitted to the network
     input by the loader, centre-cropped (True) or stretched (False)."""
@@ -233,6 +235,7 @@ def load_folder(root: Path, cfg: DataConfig, image_size: int, console: Console |
     entries = manifest.ok
     labels = np.array([manifest.classes.index(e.label) for e in entries], dtype=np.int64)
     groups = np.array([e.group or f"file:{e.path}" for e in entries]) if manifest.has_groups else None
+    origins = np.array([e.source or "" for e in entries]) if manifest.has_sources else None
     index = assign_splits([e.split for e in entries], labels, groups, cfg)
     channels = cfg.channels or manifest.channels()
     with progress_bar(console, f"decoding to {image_size} px", len(entries)) as advance:
@@ -244,6 +247,7 @@ def load_folder(root: Path, cfg: DataConfig, image_size: int, console: Console |
         splits,
         str(manifest.root),
         groups=({name: groups[idx] for name, idx in index.items()} if groups is not None else None),
+        sources=({name: origins[idx] for name, idx in index.items()} if origins is not None else None),
     )
     dataset.fitted_crop = cfg.fit == "crop"
     dataset.manifest = manifest
@@ -283,6 +287,7 @@ def _finish(
     splits: dict[str, tuple[Any, np.ndarray]],
     origin: str,
     groups: dict[str, np.ndarray] | None = None,
+    sources: dict[str, np.ndarray] | None = None,
 ) -> ArrayDataset:
     limits = {"train": cfg.limit_train, "val": cfg.limit_eval, "test": cfg.limit_eval}
     for name, limit in limits.items():
@@ -291,8 +296,9 @@ def _finish(
         x, y = splits[name]
         idx = seeded_subset(len(y), limit, cfg.split_seed)
         splits[name] = (x[idx], y[idx])
-        if groups is not None:
-            groups[name] = groups[name][idx]
+        for per_image in (groups, sources):
+            if per_image is not None:
+                per_image[name] = per_image[name][idx]
     tensors = {
         name: (_with_channels(_as_tensor(x), cfg.channels), torch.from_numpy(np.asarray(y, dtype=np.int64)))
         for name, (x, y) in splits.items()
@@ -300,7 +306,9 @@ def _finish(
     for name, (_, y) in tensors.items():
         if len(y) == 0:
             raise DataError(f"{cfg.source}: the {name} split is empty")
-    return ArrayDataset(source=cfg.source, classes=classes, splits=tensors, origin=origin, groups=groups)
+    return ArrayDataset(
+        source=cfg.source, classes=classes, splits=tensors, origin=origin, groups=groups, sources=sources
+    )
 
 
 def _with_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
@@ -460,8 +468,12 @@ def pooled(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor, np.ndarray |
     """Every split's images, labels and groups, concatenated in SPLITS order."""
     x = torch.cat([data.splits[name][0] for name in SPLITS])
     y = torch.cat([data.splits[name][1] for name in SPLITS])
-    groups = np.concatenate([data.groups[name] for name in SPLITS]) if data.groups is not None else None
-    return x, y, groups
+    return x, y, pooled_per_image(data.groups)
+
+
+def pooled_per_image(values: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    """A per-image attribute (groups, sources) of every split, in `pooled`'s order."""
+    return np.concatenate([values[name] for name in SPLITS]) if values is not None else None
 
 
 def apply_folds(data: ArrayDataset, cfg: DataConfig) -> ArrayDataset:
@@ -469,10 +481,12 @@ def apply_folds(data: ArrayDataset, cfg: DataConfig) -> ArrayDataset:
     if not cfg.folds:
         return data
     x, y, groups = pooled(data)
+    origins = pooled_per_image(data.sources)
     parts = fold_splits(y.numpy(), groups, cfg.folds, cfg.fold, cfg.val_fraction, cfg.split_seed)
     return replace(
         data,
         splits={name: (x[idx], y[idx]) for name, idx in parts.items()},
         groups={name: groups[idx] for name, idx in parts.items()} if groups is not None else None,
+        sources={name: origins[idx] for name, idx in parts.items()} if origins is not None else None,
         origin=f"{data.origin}, fold {cfg.fold + 1} of {cfg.folds}",
     )
