@@ -38,7 +38,9 @@ def test_train_then_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
     assert code == 0 and "test accuracy" in out and "confusion matrix" in out
     assert (tmp_path / "run" / "eval" / "confusion_matrix.png").is_file()
     assert (tmp_path / "run" / "eval" / "report.html").is_file() and "per class" in out and "ROC AUC" in out
-    code, out, _ = run_cli(["calibrate", str(tmp_path / "run"), "--positive", "not 0"], capsys, monkeypatch)
+    code, out, _ = run_cli(
+        ["calibrate", str(tmp_path / "run"), "--method", "temperature", "--positive", "not 0"], capsys, monkeypatch
+    )
     assert code == 0 and "fitted temperature T =" in out and "operating point: positive = 1, 2" in out
     code, out, _ = run_cli(["evaluate", str(tmp_path / "run"), "--bootstrap", "0"], capsys, monkeypatch)
     assert code == 0 and "as served" in out and "operating point: 1, 2" in out

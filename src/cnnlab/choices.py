@@ -12,7 +12,7 @@ EXPORT_FILENAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt",
 """`cnnlab export --format`, and the file each format is written to."""
 CALIBRATION_METHODS = ("temperature", "vector")
 """`cnnlab calibrate --method` (besides `none`)."""
-AUGMENT_PRESETS = ("none", "light", "standard", "strong", "xray")
+AUGMENT_PRESETS = ("none", "light", "standard", "strong", "xray", "xray-robust")
 """`data.augment`, `cnnlab data preview --augment`."""
 SPLITS = ("train", "val", "test")
 ROLES = ("viewer", "clinician", "admin")

@@ -50,7 +50,7 @@ class DataConfig:
     """Seed of the deterministic train/val/test split (independent of the training seed)."""
     max_bad_fraction: float = 0.01
     """Fail when more than this share of a folder's files cannot be read."""
-    augment: Literal["none", "light", "standard", "strong", "xray"] = "none"
+    augment: Literal["none", "light", "standard", "strong", "xray", "xray-robust"] = "none"
     """Augmentation preset applied to training batches (`cnnlab data preview` shows it)."""
     mix: Literal["none", "mixup", "cutmix"] = "none"
     """Batch-level MixUp or CutMix on the training set."""
@@ -65,6 +65,12 @@ class DataConfig:
     many stratified folds, by patient when the data has patient ids; 0: the source's own splits."""
     fold: int = 0
     """With `folds`: which fold is the test part (0 .. folds-1); validation is carved from the rest."""
+    folds_exclude_test: bool = False
+    """With `folds`: the source's own test split stays out of every fold (folds are cut from train
+    + val), so an ensemble of the fold models can be scored on images none of them saw."""
+    holdout_source: str | None = None
+    """Leave one source out (set by `cnnlab crossval --by-source`): test = every image of this
+    source (metadata.csv's `source`), train and val = the other sources', val held out by patient."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class StageConfig:
     """Discriminative rates: each trunk block below the top trains at lr x lr_decay^depth."""
     cache_features: bool = True
     """`head` stages without augmentation compute the frozen trunk's features once."""
-    augment: Literal["none", "light", "standard", "strong", "xray"] | None = None
+    augment: Literal["none", "light", "standard", "strong", "xray", "xray-robust"] | None = None
     """This stage's augmentation preset; default: data.augment."""
 
 
@@ -125,7 +131,10 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     early_stopping: int | None = None
-    """Stop after this many epochs without a better validation loss (None: never)."""
+    """Stop after this many epochs without a better monitored figure (None: never)."""
+    monitor: Literal["val_loss", "val_acc", "val_auc"] = "val_loss"
+    """What chooses the kept epoch and drives early stopping: validation loss, accuracy or macro
+    one-vs-rest ROC AUC (ties broken by the loss). A triage model is better chosen by its AUC."""
     channels_last: bool = True
     """NHWC memory layout; measurably faster for convolutions on this CPU class."""
     precision: Literal["fp32", "bf16"] = "fp32"

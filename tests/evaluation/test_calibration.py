@@ -122,10 +122,10 @@ def test_target_sensitivity_without_positive_is_refused(trained_bundle: Path, tm
 def test_recalibrating_chooses_the_stored_operating_point_again(trained_bundle: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_bundle, run)
-    first = calibrate(run, "temperature", positive="3", target_sensitivity=0.9)
-    second = calibrate(run, "vector")  # new probabilities: the threshold is chosen again, same rule
+    first = calibrate(run, "none", positive="3", target_sensitivity=0.9)  # on the raw probabilities
+    second = calibrate(run, "temperature")  # new probabilities: the threshold is chosen again, same rule
     card = json.loads((run / "model.json").read_text())
-    assert card["calibration"]["method"] == "vector" and card["temperature"] is None
+    assert card["calibration"]["method"] == "temperature" and card["temperature"] > 0
     assert card["threshold"]["positive"] == ["3"] and card["threshold"]["target_sensitivity"] == 0.9
     assert second.operating_point is not None and second.operating_point.val["sensitivity"] >= 0.9
     assert card["threshold"]["value"] == pytest.approx(second.operating_point.value)

@@ -47,7 +47,7 @@ def xray_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     overrides = {"name": "xray", "data.source": "chest-xray", "data.data_dir": str(XRAY), "data.input_size": 64,
                  "model.name": "simple_cnn", "data.limit_train": None}  # fmt: skip
     train(tiny_config(**overrides), out)
-    calibrate(out, "temperature", "not normal", None, str(XRAY))
+    calibrate(out, "auto", "not normal", None, str(XRAY))
     return out
 
 

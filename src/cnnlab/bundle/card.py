@@ -42,6 +42,9 @@ class ModelCard:
     weights: str = "none"
     """Where the starting weights came from: none, imagenet or a file."""
     parameters: int = 0
+    members: int = 0
+    """An ensemble: this many member models of `architecture` whose logits are averaged
+    (`cnnlab.bundle.ensemble`, `cnnlab crossval --ensemble`); 0: a single model."""
     temperature: float | None = None
     calibration: dict[str, Any] | None = None
     """`cnnlab calibrate`'s fit: method, temperature or scale/bias, where it was fitted, scores."""
@@ -76,6 +79,8 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         extra = out.pop("extra")
+        if not out["members"]:  # a single model's card reads as it always has
+            del out["members"]
         return {"format": out.pop("format"), **out, **extra}
 
     def with_changes(self, **changes: Any) -> ModelCard:
@@ -83,7 +88,11 @@ class ModelCard:
 
     @property
     def calibrated(self) -> bool:
-        return bool(self.temperature or self.calibration)
+        # `cnnlab calibrate --method auto` may store its choice of none: the card then records the
+        # check, but predictions are the network's own probabilities.
+        return bool(self.temperature) or bool(
+            self.calibration and self.calibration.get("method", "temperature") != "none"
+        )
 
 
 def read_card(run_dir: str | Path) -> ModelCard:

@@ -12,6 +12,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from cnnlab.bundle.card import ModelCard
+from cnnlab.bundle.ensemble import empty_ensemble
 from cnnlab.bundle.layout import WEIGHTS
 from cnnlab.errors import BundleError
 from cnnlab.fileio import atomic_write_bytes
@@ -37,7 +38,12 @@ def load_state(run_dir: Path, card: ModelCard) -> dict[str, torch.Tensor]:
 
 
 def load_model(run_dir: Path, card: ModelCard) -> nn.Module:
-    model = create_model(card.architecture, card.num_classes, card.in_chans, card.input_size[0])
+    """The card's model with the bundle's weights: one network, or an ensemble of `card.members`."""
+    if card.members:
+        size = card.input_size[0]
+        model: nn.Module = empty_ensemble(card.architecture, card.members, card.num_classes, card.in_chans, size)
+    else:
+        model = create_model(card.architecture, card.num_classes, card.in_chans, card.input_size[0])
     state = load_state(run_dir, card)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

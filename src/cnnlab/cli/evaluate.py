@@ -17,12 +17,28 @@ app = typer.Typer()
 
 
 @app.command(
-    epilog="Examples:  cnnlab evaluate runs/lite0-xray  |  cnnlab evaluate runs/demo --split val --bootstrap 0"
+    epilog="Examples:  cnnlab evaluate runs/lite0-xray  |  cnnlab evaluate runs/demo --split val --bootstrap 0  |  "
+    "cnnlab evaluate runs/lite0-xray --data-dir ~/xrays-other-hospital"
 )
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run bundle directory.")],
-    split: Annotated[str, typer.Option(metavar=choice_metavar(SPLITS), help=f"{one_of(SPLITS)}.")] = "test",
-    data_dir: DataDirOpt = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            metavar=choice_metavar((*SPLITS, "all")),
+            help=f"{one_of(SPLITS)} (default: test); all: every image of a --data-dir folder (its default "
+            "when the folder has no train/val/test).",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir",
+            help="Score on this class folder (FOLDER/CLASS/*, optional metadata.csv with patient_id and source) "
+            "instead of the bundle's data: its classes must be among the model's. The bundle's own data moved "
+            "elsewhere is recognised and split as in training.",
+        ),
+    ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: RUN/eval).")] = None,
 ) -> None:
@@ -35,7 +51,7 @@ def evaluate(
     from cnnlab.tasks.evaluate import evaluate as run_evaluation
 
     result = run_evaluation(run, split=split, data_dir=data_dir, out=out, resamples=bootstrap)
-    m = result.metrics
+    m, split = result.metrics, result.split
     ci = m["intervals"] or {}
     console.print(
         f"[bold]{split} accuracy {with_interval(m['accuracy'], ci.get('accuracy'))}[/bold]  "
@@ -53,7 +69,11 @@ def evaluate(
         f"{fmt(m['log_loss'])}; Brier {fmt(m['brier'])}"
         + (f"  (95% CI: {ci['resamples']} resamples by {ci['unit']})" if ci else "")
     )
-    if not result.data_matches:
+    if result.external:
+        console.print(
+            f"[yellow]external data: not the data this model was trained on ({m['external_data']['folder']})[/yellow]"
+        )
+    elif not result.data_matches:
         console.print("[yellow]warning: the data differs from what the model card recorded (sha256)[/yellow]")
     per_ci = ci.get("per_class") or {}
     table = Table("class", "support", "sensitivity", "specificity", "PPV", "NPV", "F1", "ROC AUC", title="per class")
@@ -82,6 +102,11 @@ def evaluate(
             f"operating point: {', '.join(op['point']['positive'])} when P >= {op['point']['value']:.4f}: "
             + ", ".join(f"{k} {fmt(rates[k])}" for k in ("sensitivity", "specificity", "ppv", "npv"))
         )
+    if m.get("by_source"):
+        table = Table("source", "images", "accuracy", "within-source macro ROC AUC", title="by source")
+        for name, row in m["by_source"]["sources"].items():
+            table.add_row(name, f"{row['images']:,}", fmt(row["accuracy"]), fmt(row["within_source_auc"]))
+        console.print(table)
     console.print(f"wrote {result.out_dir / 'report.html'}, {result.out_dir / 'report.md'} and metrics.json")
 
 
@@ -94,10 +119,13 @@ def calibrate(
     method: Annotated[
         str,
         typer.Option(
-            metavar=choice_metavar((*CALIBRATION_METHODS, "none")),
-            help=f"{', '.join(CALIBRATION_METHODS)} (Platt-style) or none.",
+            metavar=choice_metavar((*CALIBRATION_METHODS, "none", "auto")),
+            help="auto: whichever of none, temperature and vector (Platt-style) scaling has the lowest held-out "
+            "log loss under 5-fold cross-fitting on the validation split (by patient when known). "
+            f"{one_of(CALIBRATION_METHODS)}: that one, refused if it would make held-out log loss worse. "
+            "none: keep the card's calibration and choose an operating point only.",
         ),
-    ] = "temperature",
+    ] = "auto",
     positive: Annotated[
         str | None, typer.Option(help="Operating point for this class: 'pneumonia', 'a,b' or 'not normal'.")
     ] = None,
@@ -108,22 +136,34 @@ def calibrate(
 ) -> None:
     """Calibrate probabilities on the validation split and store them (and an operating point) in the card.
 
-    Every later prediction (predict, export, serve) applies what this writes."""
+    Candidates are compared by cross-fitting: each is fitted on all parts of the validation split but
+    one and scored on that one. Every later prediction (predict, export, serve) applies what this writes."""
     from cnnlab.evaluation.report import fmt, with_interval
     from cnnlab.tasks.calibrate import calibrate as run_calibration
 
     result = run_calibration(run, method, positive, target_sensitivity, data_dir)
-    if result.calibration is not None:
-        cal = result.calibration
-        what = (
-            f"temperature T = {cal.temperature:.4f}" if cal.temperature else "vector scaling (per-class scale and bias)"
-        )
-        console.print(f"fitted {what} on the validation split")
-        table = Table("split", "", "ECE", "MCE", "NLL", "Brier", "accuracy", title="calibration")
+    fit_name = "validation" if result.fitted_on == "val" else result.fitted_on
+    if result.choice is not None:
+        cal, choice = result.calibration, result.choice
+        what = {
+            "none": "kept the network's own probabilities (no calibration)",
+            "temperature": f"fitted temperature T = {cal.temperature or 1.0:.4f}",
+            "vector": "fitted vector scaling (per-class scale and bias)",
+        }[choice.method]
+        console.print(f"[bold]calibration: {what}[/bold] on the {fit_name} images; {choice.reason}")
+        if choice.folds:
+            nll = ", ".join(f"{name} {fmt(value)}" for name, value in choice.heldout_nll.items())
+            console.print(f"held-out log loss ({choice.folds} parts by {choice.unit}): {nll}")
+
+        def ece(s: dict) -> str:
+            low, high = s.get("ece_ci") or (None, None)
+            return f"{s['ece']:.2%}" + (f" [{low:.2%}, {high:.2%}]" if low is not None else "")
+
+        table = Table("split", "", "ECE [95% CI]", "MCE", "NLL", "Brier", "accuracy", title="calibration")
         for split, scores in result.scores.items():
             for when in ("before", "after"):
                 s = scores[when]
-                table.add_row(split, when, f"{s['ece']:.2%}", f"{s['mce']:.2%}", f"{s['nll']:.4f}",
+                table.add_row(split, when, ece(s), f"{s['mce']:.2%}", f"{s['nll']:.4f}",
                               f"{s['brier']:.4f}", f"{s['accuracy']:.4f}")  # fmt: skip
         console.print(table)
     point = result.operating_point
@@ -131,12 +171,12 @@ def calibrate(
         console.print(
             f"operating point: positive = {', '.join(point.positive)} when P >= {point.value:.4f} ({point.method}"
             + (f" {point.target_sensitivity}" if point.target_sensitivity else "")
-            + ")"
+            + f", chosen on the {fit_name} images)"
         )
-        table = Table("", "validation", "test [95% CI]", title="at the operating point")
+        table = Table("", f"{fit_name} [95% CI]", "test [95% CI]", title="at the operating point")
         for key in ("sensitivity", "specificity", "ppv", "npv"):
             test = with_interval(point.test[key], point.test_intervals[key]) if point.test else "n/a"
-            table.add_row(key, fmt(point.val[key]), test)
+            table.add_row(key, with_interval(point.val[key], (point.fit_intervals or {}).get(key)), test)
         console.print(table)
     console.print(f"updated {run / 'model.json'}; wrote {result.figure}")
 

@@ -203,6 +203,7 @@ def _launch_processes(cfg: Any, nproc: int, out: Path, overwrite: bool, resume: 
 
 @app.command(
     epilog="Examples:  cnnlab crossval lite0-xray --folds 5 --group-by patient_id  |  "
+    "cnnlab crossval lite0-xray --folds 5 --ensemble  |  cnnlab crossval lite0-xray --by-source  |  "
     "cnnlab crossval lenet5-mnist-sample --folds 3 --set train.epochs=2"
 )
 def crossval(
@@ -212,30 +213,80 @@ def crossval(
             help="A training recipe (`cnnlab train --list`) or a YAML file.", autocompletion=complete_training_recipe
         ),
     ],
-    folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    folds: Annotated[int, typer.Option(help="Number of folds (ignored by --by-source).")] = 5,
     group_by: Annotated[
         str | None, typer.Option(help="Require folds by this patient column (they are by patient whenever ids exist).")
     ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="Also write OUT/ensemble: one bundle averaging the fold models' logits. The data's test split "
+            "then stays out of every fold and scores the ensemble.",
+        ),
+    ] = False,
+    by_source: Annotated[
+        bool,
+        typer.Option(
+            "--by-source",
+            help="Leave one source out instead of K folds (--folds is ignored): per source in metadata.csv, "
+            "train on the others and test on all of its images; writes by_source.json and by_source.csv.",
+        ),
+    ] = False,
     set_: SetOpt = None,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Stratified (patient-grouped) K-fold cross-validation: one bundle per fold, every metric per fold, mean +/- std.
 
-    Out-of-fold predictions go to oof_predictions.csv. Rerunning continues an interrupted run."""
+    Out-of-fold predictions go to oof_predictions.csv, their raw logits to oof_logits.safetensors
+    (groups in oof_groups.csv). Rerunning continues an interrupted run."""
+    cfg = load_training_recipe(recipe, overrides=set_ or [])
+    if by_source:
+        if ensemble or group_by is not None:
+            raise CnnlabError("--by-source holds out whole sources: it takes neither --ensemble nor --group-by")
+        _by_source(cfg, out, overwrite)
+        return
     from cnnlab.evaluation.report import fmt
     from cnnlab.tasks.crossval import CROSSVAL_METRICS
     from cnnlab.tasks.crossval import crossval as run_crossval
 
-    cfg = load_training_recipe(recipe, overrides=set_ or [])
-    result = run_crossval(cfg, folds, out, group_by=group_by, overwrite=overwrite, console=console)
+    result = run_crossval(cfg, folds, out, group_by=group_by, ensemble=ensemble, overwrite=overwrite, console=console)
     keys = CROSSVAL_METRICS  # per-class figures are in crossval.csv
     table = Table("fold", "images", *(k.replace("_", " ") for k in keys), title=f"{folds}-fold, by {result.unit}")
     for row in result.rows:
         table.add_row(str(row["fold"]), str(row["images"]), *(fmt(row[k]) for k in keys))
     table.add_row("mean +/- std", "", *(f"{fmt(result.mean[k])} +/- {fmt(result.std[k], 3)}" for k in keys))
+    if result.ensemble is not None:
+        scored = result.ensemble
+        table.add_row("ensemble, test split", str(scored["images"]), *(fmt(scored[k]) for k in keys))
     console.print(table)
-    console.print(f"wrote {result.out_dir / 'crossval.csv'}, crossval.json and oof_predictions.csv")
+    console.print(
+        f"wrote {result.out_dir / 'crossval.csv'}, crossval.json, oof_predictions.csv and oof_logits.safetensors"
+    )
+    if result.ensemble is not None:
+        console.print(f"ensemble bundle: {result.ensemble['dir']} (test split held out of every fold)")
+
+
+def _by_source(cfg: Any, out: Path | None, overwrite: bool) -> None:
+    from cnnlab.evaluation.report import fmt
+    from cnnlab.tasks.by_source import leave_one_source_out
+
+    result = leave_one_source_out(cfg, out, overwrite=overwrite, console=console)
+    per_class = [f"{m} {c}" for m in ("roc_auc", "sensitivity") for c in result.classes]
+    table = Table(
+        "held out", "images", "trained on", "accuracy", "macro roc auc", *per_class, "val macro roc auc",
+        title="leave one source out (ROC AUC within the held-out source; val: other sources, same classes)",
+    )  # fmt: skip
+    for row in result.rows:
+        table.add_row(
+            row["source"], str(row["images"]), row["trained_on"], fmt(row["accuracy"]), fmt(row["macro_roc_auc"]),
+            *(fmt(row[k]) for k in per_class), fmt(row["val_macro_roc_auc"]),
+        )  # fmt: skip
+    console.print(table)
+    for skip in result.skipped:
+        console.print(f"skipped {skip['source']} ({skip['images']} images): {skip['reason']}")
+    console.print(f"wrote {result.out_dir / 'by_source.csv'} and by_source.json")
 
 
 def load_training_recipe(recipe: str | None, **kwargs: Any) -> Any:

@@ -25,6 +25,7 @@ from cnnlab.config import DataConfig
 from cnnlab.data.cache import decoded_images, scan_folder_cached
 from cnnlab.data.decode import read_idx
 from cnnlab.data.folder import Manifest
+from cnnlab.data.resplit import apply_source_holdout, without_test
 from cnnlab.data.splits import check_no_group_leak, fold_splits, holdout, seeded_subset, stratified_holdout
 from cnnlab.errors import DataError
 from cnnlab.progress import progress_bar
@@ -444,7 +445,8 @@ def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None 
         if not root.is_dir():
             raise DataError(f"{cfg.source}: no such folder")
         data = load_folder(root, cfg, image_size, console)
-        return apply_folds(replace(data, location=str(root.resolve())), cfg)
+        data = without_test(replace(data, location=str(root.resolve())), cfg)  # then fold or hold out
+        return apply_source_holdout(apply_folds(data, cfg), cfg)
     source = get_source(cfg.source)
     folder, searched = locate(cfg.source, cfg.data_dir)
     if folder is None and cfg.download:
@@ -461,7 +463,8 @@ def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None 
             f"in one of those folders, or pass --data-dir DIR{how}"
         )
     data = source.load(folder, cfg, image_size, console)
-    return apply_folds(replace(data, location=str(folder.resolve())), cfg)
+    data = without_test(replace(data, location=str(folder.resolve())), cfg)
+    return apply_source_holdout(apply_folds(data, cfg), cfg)
 
 
 def pooled(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:

@@ -31,13 +31,14 @@ class TrainingState:
     stage_index: int = -1
     stage_name: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
-    best_loss: float = math.inf
+    best_key: tuple[float, ...] = (math.inf, math.inf)
+    """The best epoch's `engine.monitor.selection_key` (lower is better)."""
     best_epoch: int = 0
     bad_epochs: int = 0
-    """Epochs since the validation loss last improved, in this stage."""
+    """Epochs since the monitored validation figure (`train.monitor`) last improved, in this stage."""
     best_state: dict[str, torch.Tensor] | None = None
     improved: bool = False
-    """Whether the epoch just finished set a new best validation loss."""
+    """Whether the epoch just finished set a new best monitored validation figure."""
     stops_stage: bool = False
     """Set by early stopping: the rest of this stage is skipped."""
     skip_stage: int = -1
@@ -86,16 +87,18 @@ class CallbackList(Callback):
 
 
 class EarlyStopping(Callback):
-    """Skip the rest of a stage after `patience` epochs without a better validation loss."""
+    """Skip the rest of a stage after `patience` epochs without a better monitored figure."""
 
-    def __init__(self, patience: int | None) -> None:
+    def __init__(self, patience: int | None, monitored: str = "validation loss") -> None:
         self.patience = patience
+        self.monitored = monitored
 
     def on_epoch_end(self, state: TrainingState, row: dict[str, Any]) -> None:
         state.stops_stage = self.patience is not None and state.bad_epochs >= self.patience
         if state.stops_stage:
             state.stop_reason = (
-                f"early stopping in stage '{state.stage_name}': no better validation loss for {state.bad_epochs} epochs"
+                f"early stopping in stage '{state.stage_name}': "
+                f"no better {self.monitored} for {state.bad_epochs} epochs"
             )
             state.skip_stage = state.stage_index
 
@@ -121,7 +124,7 @@ class Checkpointing(Callback):
                 "rng": torch.get_rng_state(),
                 "history": state.history,
                 "epoch": state.epoch,
-                "best_val_loss": state.best_loss,
+                "best_key": list(state.best_key),
                 "best_epoch": state.best_epoch,
                 "bad_epochs": state.bad_epochs,
                 "stops_stage": state.stops_stage,
@@ -155,7 +158,7 @@ class EpochLine(Callback):
         self.console.print(
             f"epoch {row['epoch']:>3}/{state.total_epochs}  train loss {row['train_loss']:.4f}"
             f" acc {row['train_acc']:.4f}  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
-            f"  |  lr {row['lr']:.2e}"
+            f" auc {row['val_auc']:.4f}  |  lr {row['lr']:.2e}"
             f"  |  {row['train_seconds']:.1f} s train, {row['images_per_second']:,.0f} img/s{mark}"
         )
         if state.stops_stage:

@@ -68,6 +68,15 @@ def sum_across(values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
+def gather_across(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of `t`, concatenated in rank order (`t` itself in a single process)."""
+    if not current().active:
+        return t
+    parts: list[torch.Tensor | None] = [None] * current().world
+    dist.all_gather_object(parts, t.cpu())  # this job's own tensors, between its own processes
+    return torch.cat([p for p in parts if p is not None])
+
+
 def all_finite(loss: torch.Tensor) -> bool:
     """Whether the loss is finite on every rank: all ranks must agree to stop, or the ones that
     carry on would wait for the others forever."""

@@ -32,6 +32,7 @@ from cnnlab.engine.callbacks import (
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.loop import NonFiniteLoss, evaluate_epoch, train_one_epoch
 from cnnlab.engine.losses import balanced_class_weights, make_loss
+from cnnlab.engine.monitor import DESCRIPTIONS, macro_auc, selection_key
 from cnnlab.engine.schedule import LRPolicy, make_optimizer
 from cnnlab.engine.transfer import HeadOnly, plan_stage, trunk_features
 from cnnlab.errors import BundleError, CnnlabError
@@ -45,6 +46,7 @@ HISTORY_FIELDS = (
     "train_acc",
     "val_loss",
     "val_acc",
+    "val_auc",
     "train_seconds",
     "eval_seconds",
     "images_per_second",
@@ -115,7 +117,7 @@ def fit(
     val_loss_fn = make_loss(binary)
     main = distributed.current().main  # one writer; every rank holds the same weights
     writers: list[Callback] = [Checkpointing(checkpoint_dir, cfg.to_dict()), *callbacks] if main else []
-    hooks = CallbackList([EarlyStopping(tc.early_stopping), *writers, EpochLine(console)])
+    hooks = CallbackList([EarlyStopping(tc.early_stopping, DESCRIPTIONS[tc.monitor]), *writers, EpochLine(console)])
 
     state = TrainingState(total_epochs=len(plan), model=model)
     saved: dict[str, Any] | None = None
@@ -164,7 +166,9 @@ def fit(
             break
         train_seconds = stats.seconds + (stage.prep_seconds if stage_epoch == 0 else 0.0)
         lr = stage.optimizer.param_groups[0]["lr"]
-        evaluation = evaluate_epoch(stage.net, stage.val, val_loss_fn, binary=binary, precision=tc.precision)
+        evaluation = evaluate_epoch(
+            stage.net, stage.val, val_loss_fn, binary=binary, precision=tc.precision, keep_outputs=True
+        )
         if not math.isfinite(evaluation.loss):
             _raise_if_nothing_to_keep(state, f"validation loss became {evaluation.loss} in epoch {epoch + 1}", oc.lr)
             state.stop_reason = (
@@ -181,15 +185,19 @@ def fit(
             "train_acc": stats.accuracy,
             "val_loss": evaluation.loss,
             "val_acc": evaluation.accuracy,
+            "val_auc": macro_auc(evaluation.logits, evaluation.labels, binary)
+            if evaluation.logits is not None and evaluation.labels is not None
+            else math.nan,
             "train_seconds": train_seconds,
             "eval_seconds": evaluation.seconds,
             "images_per_second": stats.images / train_seconds if train_seconds > 0 else 0.0,
         }
         state.epoch = epoch + 1
         state.history.append(row)
-        state.improved = evaluation.loss < state.best_loss
+        key = selection_key(tc.monitor, evaluation, binary)
+        state.improved = key < state.best_key
         if state.improved:
-            state.best_loss, state.best_epoch, state.bad_epochs = evaluation.loss, epoch + 1, 0
+            state.best_key, state.best_epoch, state.bad_epochs = key, epoch + 1, 0
             state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state.bad_epochs += 1
@@ -208,7 +216,9 @@ def _resume(state: TrainingState, model: nn.Module, checkpoint_dir: Path, cfg: C
     model.load_state_dict(saved["model"])
     torch.set_rng_state(saved["rng"])
     state.history = list(saved["history"])
-    state.epoch, state.best_loss = saved["epoch"], saved["best_val_loss"]
+    # Checkpoints from before train.monitor hold the best validation loss alone.
+    state.epoch = saved["epoch"]
+    state.best_key = tuple(saved.get("best_key") or (saved["best_val_loss"], saved["best_val_loss"]))
     state.best_epoch, state.bad_epochs = saved["best_epoch"], saved["bad_epochs"]
     state.best_state = load_checkpoint(checkpoint_dir / "best.pt")["model"]
     state.skip_stage, state.stop_reason = saved.get("skip_stage", -1), saved.get("stop_reason", "completed")

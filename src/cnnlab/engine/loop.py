@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.engine.distributed import all_finite, sum_across
+from cnnlab.engine.distributed import all_finite, gather_across, sum_across
 from cnnlab.engine.losses import LossFn, target_index
 from cnnlab.models.outputs import predicted_index
 
@@ -27,6 +27,9 @@ class EpochStats:
     accuracy: float
     images: int
     seconds: float
+    logits: torch.Tensor | None = None
+    """Every image's logits (all ranks), when the caller asked to keep them (a val_auc monitor)."""
+    labels: torch.Tensor | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -111,11 +114,13 @@ def evaluate_epoch(
     *,
     binary: bool,
     precision: str = "fp32",
+    keep_outputs: bool = False,
 ) -> EpochStats:
     model.eval()
     total_loss = 0.0
     correct = 0
     seen = 0
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     start = time.perf_counter()
     for x, y in batches:
         with autocast(precision):
@@ -124,6 +129,12 @@ def evaluate_epoch(
         total_loss += float(loss_fn(logits, y)) * len(y)
         correct += int((predicted_index(logits, binary) == y).sum())
         seen += len(y)
+        if keep_outputs:
+            kept.append((logits.detach(), y))
     seconds = time.perf_counter() - start
     loss_sum, right, seen = sum_across([total_loss, correct, seen])
-    return EpochStats(loss_sum / max(seen, 1), right / max(seen, 1), int(seen), seconds)
+    stats = EpochStats(loss_sum / max(seen, 1), right / max(seen, 1), int(seen), seconds)
+    if keep_outputs and kept:
+        stats.logits = gather_across(torch.cat([k[0] for k in kept]))
+        stats.labels = gather_across(torch.cat([k[1] for k in kept]))
+    return stats

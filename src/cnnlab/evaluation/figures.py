@@ -105,7 +105,8 @@ def plot_roc_pr(y: np.ndarray, proba: np.ndarray, classes: Sequence[str], path: 
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.01)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
+        if ax.get_legend_handles_labels()[0]:  # a split with one class draws no curve on the PR panel
+            ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)

@@ -6,6 +6,10 @@ validation split, either as the highest one that still reaches a target sensitiv
 specific test that misses no more than allowed) or as the one maximising Youden's J
 (sensitivity + specificity - 1), and then reported on the test split. The card stores
 `{"positive": [...], "value": t, ...}`; prediction and serving apply it (`operating_decision`).
+
+It may instead be chosen on another fit set (the out-of-fold predictions of a k-fold run): the card's
+`chosen_on` names it, `val` holds the rates on it (the key keeps its old name) and `fit_intervals`
+their bootstrap intervals, with the threshold held fixed (the variance of choosing it is not in them).
 """
 
 from __future__ import annotations
@@ -93,18 +97,25 @@ class OperatingPoint:
     method: str
     target_sensitivity: float | None
     val: dict[str, float]
+    """Rates on the set the threshold was chosen on (`chosen_on`; the validation split by default)."""
     test: dict[str, float] | None = None
     test_intervals: dict[str, list[float | None]] | None = None
+    chosen_on: str = "val"
+    fit_intervals: dict[str, list[float | None]] | None = None
+    """Bootstrap intervals of `val`'s rates (by patient when groups were given)."""
 
     def to_card(self) -> dict[str, Any]:
-        return {
+        card = {
             "positive": self.positive,
             "value": self.value,
             "method": self.method,
             "target_sensitivity": self.target_sensitivity,
-            "chosen_on": "val",
+            "chosen_on": self.chosen_on,
             "val": self.val,
         }
+        if self.fit_intervals is not None:
+            card["fit_intervals"] = self.fit_intervals
+        return card
 
 
 def fit_operating_point(
@@ -113,12 +124,25 @@ def fit_operating_point(
     classes: list[str],
     positive: list[str],
     target_sensitivity: float | None = None,
+    groups: np.ndarray | None = None,
+    resamples: int = 0,
+    seed: int = 0,
+    chosen_on: str = "val",
 ) -> OperatingPoint:
+    """Choose the threshold on (val_proba, val_y), the validation split or the set `chosen_on`
+    names; with `resamples`, add bootstrap intervals of its rates there (by patient with groups)."""
     is_pos = np.isin(val_y, [classes.index(c) for c in positive])
     score = positive_score(val_proba, classes, positive)
     threshold = choose_threshold(score, is_pos, target_sensitivity)
     method = "target sensitivity" if target_sensitivity is not None else "youden"
-    return OperatingPoint(positive, threshold, method, target_sensitivity, rates_at(score, is_pos, threshold))
+    point = OperatingPoint(
+        positive, threshold, method, target_sensitivity, rates_at(score, is_pos, threshold), chosen_on=chosen_on
+    )
+    if resamples:
+        _, point.fit_intervals = evaluate_operating_point(
+            point.to_card(), val_proba, val_y, classes, groups, resamples, seed
+        )
+    return point
 
 
 def evaluate_operating_point(

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from cnnlab import bundle
 from cnnlab.config import Config, did_you_mean, load_config, recipe_names
+from cnnlab.engine.monitor import DESCRIPTIONS as MONITOR_TEXT
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.report import Figure, Section, Table, data_table, fmt, training_table, write_html, write_markdown
 from cnnlab.fileio import atomic_write_json
@@ -195,7 +196,8 @@ def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str
             [
                 f"{what}: test accuracy {pct(metrics['test_accuracy'])} on {card.data['splits'].get('test', 0):,} "
                 f"test images (best validation accuracy {pct(metrics['val_accuracy'])} at epoch "
-                f"{metrics['best_epoch']}, whose weights are kept).",
+                f"{metrics['best_epoch']}, chosen by {MONITOR_TEXT[metrics.get('monitor', 'val_loss')]}, whose "
+                "weights are kept).",
                 f"Training time: {training['train_seconds']:.1f} s on {_device_text(training)}"
                 f"; per stage: {stage_text}. Evaluating the test split took {training['test_seconds']:.1f} s.",
                 f"The model has {card.parameters:,} parameters; the saved model is "

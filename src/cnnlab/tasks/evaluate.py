@@ -13,11 +13,12 @@ import yaml
 
 from cnnlab.bundle.card import ModelCard
 from cnnlab.bundle.classifier import Classifier, load
-from cnnlab.bundle.data import SplitOutputs, bundle_data, split_outputs
+from cnnlab.bundle.data import ALL, SplitOutputs, data_matches_card, evaluation_data, split_outputs
 from cnnlab.bundle.layout import CONFIG, CURVES
 from cnnlab.data.sources import ArrayDataset
 from cnnlab.engine.losses import make_loss
 from cnnlab.errors import DataError
+from cnnlab.evaluation.by_source import by_source_section, per_source_metrics
 from cnnlab.evaluation.calibration import calibration_scores, reliability
 from cnnlab.evaluation.figures import plot_confusion, plot_reliability, plot_roc_pr
 from cnnlab.evaluation.metrics import bootstrap, classification_metrics, clean, per_class_accuracy, row_normalised
@@ -38,6 +39,9 @@ from cnnlab.figures import plot_labelled_images
 from cnnlab.fileio import atomic_write_json
 from cnnlab.models.outputs import probabilities
 
+FIT_SET_TEXT = {"val": "the validation split", "out-of-fold": "the out-of-fold predictions of a k-fold run"}
+"""How the report names the images a calibration or an operating point was fitted on."""
+
 
 @dataclass
 class EvalSummary:
@@ -53,29 +57,33 @@ class EvalSummary:
     data_matches: bool
     metrics: dict[str, Any]
     """Everything metrics.json holds (JSON-ready: undefined values are None)."""
+    external: bool = False
+    """Scored on a class folder other than the bundle's own data (`--data-dir`)."""
 
 
 def evaluate(
     run_dir: str | Path,
-    split: str = "test",
+    split: str | None = None,
     data_dir: str | None = None,
     out: str | Path | None = None,
     resamples: int = 1000,
 ) -> EvalSummary:
-    """Score a bundle on one split of the data it was trained on and write the report: `eval/`
-    in the bundle holds metrics.json, report.md, report.html and the figures."""
+    """Score a bundle on one split and write the report: `eval/` in the bundle holds metrics.json,
+    report.md, report.html and the figures. The split is one of the data it was trained on (default
+    test), or with `data_dir` of any class folder whose classes are among the bundle's: its own
+    split (default test), or `all` of its images (the default when it has no splits)."""
     if resamples < 0:
         raise DataError(f"--bootstrap must be 0 or more, not {resamples}")
     run_dir = Path(run_dir)
     clf = load(run_dir)
-    data = bundle_data(run_dir, clf, data_dir)
+    data, split, external = evaluation_data(run_dir, clf, data_dir, split)
     if split not in data.splits:
         raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
-    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval", resamples)
+    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval", resamples, external)
 
 
 def evaluate_arrays(
-    clf: Classifier, data: ArrayDataset, split: str, out_dir: Path, resamples: int = 1000
+    clf: Classifier, data: ArrayDataset, split: str, out_dir: Path, resamples: int = 1000, external: bool = False
 ) -> EvalSummary:
     out = split_outputs(clf, data, split)
     y, classes, card = out.labels, clf.classes, clf.card
@@ -91,6 +99,9 @@ def evaluate_arrays(
     calibration = {"raw": calibration_scores(y, raw)}
     if card.calibrated:
         calibration["calibrated"] = calibration_scores(y, proba)
+    by_source = None
+    if out.sources is not None:
+        by_source = per_source_metrics(y, proba, classes, out.sources, out.groups, card.threshold or None)
     cm = scores.pop("confusion_matrix")
     metrics = clean(
         {
@@ -106,7 +117,9 @@ def evaluate_arrays(
             "calibration": calibration,
             "operating_point": operating,
             "seconds": out.seconds,
-            "data_sha256_matches_card": data.digest() == card.data["sha256"],
+            "data_sha256_matches_card": not external and data_matches_card(data, card),
+            "external_data": {"folder": data.location, "images": len(y)} if external else None,
+            **({"by_source": by_source} if by_source is not None else {}),
         }
     )
     summary = EvalSummary(
@@ -120,6 +133,7 @@ def evaluate_arrays(
         out_dir=out_dir,
         data_matches=metrics["data_sha256_matches_card"],
         metrics=metrics,
+        external=external,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
@@ -150,13 +164,21 @@ def write_evaluation_report(
         [out.pixels[i].permute(1, 2, 0).numpy() for i in worst],
         [f"true {classes[y[i]]}\npredicted {classes[pred[i]]} {proba[i, pred[i]]:.2f}" for i in worst],
         out_dir / "confident_errors.png",
-        f"the {len(worst)} most confidently wrong {split} images (of {len(wrong)} errors)",
+        f"the {len(worst)} most confidently wrong {'' if split == ALL else split + ' '}images (of {len(wrong)} errors)",
     )
     run_dir = clf.run_dir or out_dir.parent
     sections = evaluation_sections(card, metrics, run_dir, out_dir, len(wrong))
-    title = f"Evaluation of {name} on the {split} split"
+    title = f"Evaluation of {name} on {evaluated_on(metrics)}"
     write_markdown(title, sections, out_dir / "report.md")
     write_html(title, sections, out_dir / "report.html")
+
+
+def evaluated_on(metrics: dict[str, Any]) -> str:
+    """`the test split`, `the test split of FOLDER`, or `all N images of FOLDER`."""
+    split, external = metrics["split"], metrics.get("external_data")
+    if external and split == ALL:
+        return f"all {external['images']:,} images of {external['folder']}"
+    return f"the {split} split" + (f" of {external['folder']}" if external else "")
 
 
 def evaluation_sections(
@@ -183,7 +205,13 @@ def evaluation_sections(
         )
     )
     data_blocks: list[Any] = [data_table(card.data)]
-    if not metrics["data_sha256_matches_card"]:
+    if metrics.get("external_data"):
+        data_blocks.insert(
+            0,
+            f"External data: not the data this model was trained on. Evaluated on {evaluated_on(metrics)}; "
+            "the table describes the training data. A class absent from it shows n/a.",
+        )
+    elif not metrics["data_sha256_matches_card"]:
         data_blocks.insert(0, "Warning: the data evaluated here differs from what the model card recorded.")
     sections.append(Section("Data", data_blocks))
     training_blocks: list[Any] = [training_table(card.training)]
@@ -207,7 +235,8 @@ def evaluation_sections(
         Section(
             f"Results on {split}",
             [
-                f"95% intervals from {unit}; n/a marks a value that is undefined on this split.",
+                f"Evaluated on {evaluated_on(metrics)}. 95% intervals from {unit}; n/a marks a value that is "
+                "undefined on this split.",
                 Table(["metric", "value [95% CI]"], summary_rows),
             ],
         )
@@ -266,14 +295,23 @@ def evaluation_sections(
         for key in ("ece", "mce", "nll", "brier", "accuracy")
     ]
     stored = card.calibration or {}
-    how = (
-        f"Calibrated by {stored.get('method', 'temperature')} scaling on the validation split"
-        + (f" (T = {card.temperature:.3f})" if card.temperature else "")
-        + "; every prediction applies it."
-        if "calibrated" in cal
-        else "Not calibrated: the probabilities are the network's own. `cnnlab calibrate RUN` fits temperature "
-        "scaling on the validation split."
-    )
+    fitted_on = FIT_SET_TEXT.get(stored.get("fitted_on", "val"), stored.get("fitted_on", "val"))
+    if "calibrated" in cal:
+        how = (
+            f"Calibrated by {stored.get('method', 'temperature')} scaling fitted on {fitted_on}"
+            + (f" (T = {card.temperature:.3f})" if card.temperature else "")
+            + "; every prediction applies it."
+        )
+    elif stored.get("method") == "none":
+        how = (
+            f"Not calibrated, by choice: on {fitted_on}, no scaling lowered the held-out log loss "
+            "(`cnnlab calibrate --method auto`), so the probabilities are the network's own."
+        )
+    else:
+        how = (
+            "Not calibrated: the probabilities are the network's own. `cnnlab calibrate RUN` chooses none, "
+            "temperature or vector scaling by held-out log loss on the validation split."
+        )
     sections.append(
         Section(
             "Calibration",
@@ -291,9 +329,10 @@ def evaluation_sections(
         target = f" (target sensitivity {point['target_sensitivity']})" if point.get("target_sensitivity") else ""
         blocks: list[Any] = [
             f"Positive: {', '.join(point['positive'])}. Threshold {point['value']:.4f} on the summed probability, "
-            f"chosen on the validation split by {point.get('method')}{target}.",
+            f"chosen on {FIT_SET_TEXT.get(point.get('chosen_on', 'val'), point.get('chosen_on'))} by "
+            f"{point.get('method')}{target}.",
             Table(
-                ["", "validation", f"{split} [95% CI]"],
+                ["", "where chosen", f"{split} [95% CI]"],
                 [
                     [key, fmt((point.get("val") or {}).get(key)), with_interval(rates[key], cis.get(key))]
                     for key in ("sensitivity", "specificity", "ppv", "npv")
@@ -306,11 +345,14 @@ def evaluation_sections(
             "CLASS --target-sensitivity 0.95` chooses one on the validation split."
         ]
     sections.append(Section("Operating point", blocks))
+    if metrics.get("by_source"):
+        sections.append(by_source_section(metrics["by_source"]))
     sections.append(
         Section(
             "Most confidently wrong",
             [
-                f"{errors} of {metrics['images']:,} {split} images are misclassified; most confident first.",
+                f"{errors} of {metrics['images']:,} {'' if split == ALL else split + ' '}images are misclassified; "
+                "most confident first.",
                 Figure(
                     out_dir / "confident_errors.png", "most confidently wrong images (true / predicted, confidence)"
                 ),

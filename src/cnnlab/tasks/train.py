@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -181,7 +182,9 @@ def train(
             "test_loss": test.loss,
             "val_accuracy": best_row["val_acc"],
             "val_loss": best_row["val_loss"],
+            "val_auc": best_row["val_auc"],
             "best_epoch": result.best_epoch,
+            "monitor": tc.monitor,
         },
         training={
             "epochs_run": len(result.history),
@@ -309,6 +312,8 @@ def data_summary(data: ArrayDataset) -> dict[str, Any]:
     }
     if data.groups is not None:
         summary["groups_per_split"] = {name: len(set(g.tolist())) for name, g in data.groups.items()}
+    if data.sources is not None:  # images per source in each split: what a model was (not) trained on
+        summary["sources_per_split"] = {name: dict(Counter(s.tolist())) for name, s in data.sources.items()}
     if data.manifest is not None:
         manifest = data.manifest
         summary["manifest_sha256"] = manifest.digest()
