@@ -69,16 +69,22 @@ def test_the_answer_changes_with_the_run(outputs, tmp_path_factory) -> None:
 def test_xray_triage_reports_the_clinical_figures(outputs, tmp_path_factory) -> None:
     out = _run(outputs, tmp_path_factory.getbasetemp() / "recipes", "xray-triage", folds=2)
     results, readme = read_results(out), (out / "README.md").read_text()
-    assert results["crossval"]["folds"] == 2 and "## Cross-validation" in readme
+    assert results["crossval"]["folds"] == 2 and "## 3. Cross-validation and the ensemble" in readme
     assert f"{results['crossval']['mean']['macro_roc_auc']:.4f}" in readme
     assert (out / "crossval" / "oof_predictions.csv").is_file()
+    assert results["deployed"] == "crossval/ensemble" and results["calibration"]["fitted_on"] == "out-of-fold"
     test = results["test"]
     assert 0.0 <= test["macro_roc_auc"] <= 1.0 and len(test["macro_roc_auc_ci"]) == 2
     assert f"{test['sensitivity']:.4f}" in readme and f"{test['specificity']:.4f}" in readme
-    assert pct(results["ece"]["val"]["before"]) in readme and pct(results["ece"]["val"]["after"]) in readme
+    assert pct(test["ece"]) in readme and set(test["by_source"]["sources"]) == {"kermany", "mhh", "nih"}
+    # leave one source out: covid19 lives only in mhh, so mhh cannot be held out; the others are
+    loso = results["loso"]
+    assert [r["source"] for r in loso["rows"]] == ["kermany", "nih"] and loso["skipped"][0]["source"] == "mhh"
+    assert all(r["source"] not in r["trained_on"].split() for r in loso["rows"])
+    assert "## 6. Shortcuts" in readme and "within normal" in results["shortcuts"]["probe"]
     assert results["data"]["shared_patients"] == 0
     assert results["export"]["passed"] and (out / results["export"]["path"]).is_file()
-    assert f"cnnlab serve {out.as_posix()}/run" in readme and "cnnlab ui --api" in readme
+    assert f"cnnlab serve {out.as_posix()}/crossval/ensemble" in readme and "cnnlab ui --api" in readme
 
 
 def test_theory_recipes_match_the_known_figures(outputs, tmp_path_factory) -> None:

@@ -15,8 +15,15 @@ from cnnlab.data.sources import locate
 from cnnlab.evaluation.report import Figure, Section, Table, fmt, with_interval
 from cnnlab.figures import plot_labelled_images
 from cnnlab.recipebook.core import Answer, Context, pct, recipe, train_recipe, training_sections
-from cnnlab.tasks.calibrate import calibrate
-from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval
+from cnnlab.recipebook.xray_checks import (
+    leave_one_source_out_section,
+    probe_and_cam_section,
+    shortcut_reading,
+    source_counts,
+    source_table,
+)
+from cnnlab.tasks.calibrate import FitSet, calibrate
+from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval, load_out_of_fold
 from cnnlab.tasks.evaluate import evaluate
 from cnnlab.tasks.explain import explain_files
 from cnnlab.tasks.export import export_model
@@ -54,16 +61,25 @@ def _inspect(ctx: Context) -> tuple[Section, dict[str, Any]]:
     return Section("1. The data", blocks), results
 
 
-def _crossval(ctx: Context, cfg: Any) -> tuple[Section, dict[str, Any]]:
-    ctx.step(f"{ctx.folds}-fold cross-validation by patient")
-    cv = crossval(cfg, ctx.folds, ctx.out / "crossval", group_by="patient_id", overwrite=True, console=ctx.console)
+def _crossval(ctx: Context, cfg: Any) -> tuple[Section, dict[str, Any], Path]:
+    ctx.step(f"{ctx.folds}-fold cross-validation by patient, and the ensemble of the folds")
+    cv = crossval(cfg, ctx.folds, ctx.out / "crossval", group_by="patient_id", ensemble=True, overwrite=True,
+                  console=ctx.console)  # fmt: skip
+    assert cv.ensemble is not None
     rows = [[m, f"{cv.mean[m]:.4f} ± {cv.std[m]:.4f}"] for m in CROSSVAL_METRICS]
+    members = cv.ensemble["members_accuracy"]
     text = [
-        f"{cv.folds} folds split by {cv.unit}; each fold trains on the others and is scored on its own test part. "
-        "Out-of-fold predictions are in crossval/oof_predictions.csv.",
+        f"The training and validation images ({sum(r['images'] for r in cv.rows)}) are cut into {cv.folds} folds "
+        f"by {cv.unit}; each fold's model trains on the others and is scored on its own part, so every image gets "
+        "one prediction from a model that never saw its patient (crossval/oof_predictions.csv). The test split "
+        "stays out of every fold.",
         Table(["metric", "mean ± std over folds"], rows),
+        f"The deployed model is the ensemble of the {cv.folds} fold models (the mean of their logits): one bundle, "
+        f"crossval/ensemble, that serves, explains and exports like any other. On the test split its accuracy is "
+        f"{pct(cv.ensemble['accuracy'])} against {pct(min(members))}-{pct(max(members))} for its members alone.",
     ]
-    return Section("Cross-validation", text), {"crossval": {"mean": cv.mean, "std": cv.std, "folds": cv.folds}}
+    found = {"crossval": {"mean": cv.mean, "std": cv.std, "folds": cv.folds, "ensemble": cv.ensemble}}
+    return Section("3. Cross-validation and the ensemble", text), found, cv.out_dir
 
 
 def _gradcam(ctx: Context, run_dir: Path) -> tuple[Section, dict[str, Any]]:
@@ -85,27 +101,146 @@ def _gradcam(ctx: Context, run_dir: Path) -> tuple[Section, dict[str, Any]]:
         "the prediction; one on the borders, labels or outside the chest points to a shortcut (the data's "
         "hospital differences) and should be checked with `cnnlab explain RUN FOLDER --faithfulness`.",
     ]
-    return Section("5. Explanations", text), {"gradcam_images": len(done)}
+    return Section("7. Explanations", text), {"gradcam_images": len(done)}
 
 
-def _calibration_reading(val: dict[str, dict[str, float]]) -> str:
-    """What the validation figures say about the fit, read from the figures themselves."""
-    before, after = val["before"], val["after"]
-    if after["ece"] <= before["ece"]:
-        return (
-            f"On validation, where it was fitted, the expected calibration error fell from {pct(before['ece'])} "
-            f"to {pct(after['ece'])}: the stated probabilities now match how often the model is right."
+def _calibration(ctx: Context, deployed: Path, crossval_dir: Path | None) -> tuple[Section, dict[str, Any]]:
+    """Calibration and the operating point, fitted on the out-of-fold predictions when a k-fold run
+    exists (many more images than the validation split), else on validation."""
+    ctx.step("calibrating and choosing the operating point")
+    fit_on = None
+    if crossval_dir is not None:
+        oof = load_out_of_fold(crossval_dir)
+        fit_on = FitSet(oof.logits, oof.labels, oof.groups, oof.name)
+    cal = calibrate(deployed, "auto", positive=POSITIVE, target_sensitivity=TARGET_SENSITIVITY, fit_on=fit_on,
+                    resamples=200 if ctx.quick else 1000)  # fmt: skip
+    assert cal.choice is not None
+    choice = cal.choice
+    where = "the out-of-fold predictions" if fit_on is not None else "the validation split"
+    # The ensemble's members trained on the validation images: only test is held out for it.
+    shown = {split: s for split, s in cal.scores.items() if fit_on is None or split == "test"}
+    nll = ", ".join(f"{m} {fmt(v)}" for m, v in choice.heldout_nll.items())
+    blocks: list[Any] = [
+        f"`cnnlab calibrate --method auto` fits none, temperature and vector scaling on {choice.images} images of "
+        f"{where} in {choice.folds} parts by {choice.unit} and scores each on the part it did not see. Held-out "
+        f"log loss: {nll}. Kept: **{choice.method}**"
+        + (f" (T = {fmt(cal.calibration.temperature, 3)})" if cal.calibration and cal.calibration.temperature else "")
+        + (f": {choice.reason}." if choice.reason else "."),
+        Table(
+            ["split", "ECE before [95% CI]", "ECE after [95% CI]", "NLL before", "NLL after"],
+            [
+                [
+                    split,
+                    f"{pct(v['before']['ece'])} [{pct(v['before']['ece_ci'][0])}, {pct(v['before']['ece_ci'][1])}]",
+                    f"{pct(v['after']['ece'])} [{pct(v['after']['ece_ci'][0])}, {pct(v['after']['ece_ci'][1])}]",
+                    fmt(v["before"]["nll"]),
+                    fmt(v["after"]["nll"]),
+                ]
+                for split, v in shown.items()
+            ],
+        ),
+        Figure(cal.figure, "reliability diagrams before and after calibration"),
+        "A calibration that makes held-out log loss worse is refused, never stored; ECE's interval comes from "
+        "resampling patients, and on 72 test images it is wide: read the diagram's counts.",
+    ]
+    point = cal.operating_point
+    results: dict[str, Any] = {
+        "calibration": {"method": choice.method, "heldout_nll": choice.heldout_nll, "fitted_on": cal.fitted_on},
+        "ece": {split: {when: v[when]["ece"] for when in ("before", "after")} for split, v in cal.scores.items()},
+    }
+    if point is not None:
+        ci = point.fit_intervals or {}
+        rates = point.val or {}
+        blocks.append(
+            f"Operating point for '{POSITIVE}', chosen on {where}: threshold {fmt(point.value)} keeps sensitivity "
+            f"{with_interval(rates.get('sensitivity'), ci.get('sensitivity'))} (target {TARGET_SENSITIVITY:.0%}) "
+            f"at a specificity of {with_interval(rates.get('specificity'), ci.get('specificity'))}: the price of "
+            "missing few sick patients is a second look at that share of the healthy ones."
         )
-    reading = (
-        f"On validation the expected calibration error rose from {pct(before['ece'])} to {pct(after['ece'])}"
-        f" while the log loss went {'down' if after['nll'] < before['nll'] else 'up'} "
-        f"({fmt(before['nll'])} -> {fmt(after['nll'])}). "
-    )
-    return reading + (
-        "Temperature scaling minimises the log loss, not ECE; on a small validation split ECE's 15 bins hold "
-        "a handful of images each, so one image can move it by points (the diagram shows the counts). "
-        "`cnnlab calibrate RUN --method vector` fits a per-class scale and bias instead."
-    )
+        results["operating_point_fit"] = {"value": point.value, "rates": rates, "intervals": ci}
+    return Section("4. Calibration and the operating point", blocks), results
+
+
+def _test_section(ctx: Context, deployed: Path, single: Path | None) -> tuple[Section, dict[str, Any]]:
+    ctx.step("evaluating on the test split")
+    ev = evaluate(deployed, "test", resamples=200 if ctx.quick else 1000)
+    m = ev.metrics
+    intervals = m["intervals"]
+    auc = m["averages"]["macro"]["roc_auc"]
+    op = m["operating_point"]
+    test_point = op["test"]
+    results: dict[str, Any] = {
+        "accuracy": m["accuracy"],
+        "macro_roc_auc": auc,
+        "macro_roc_auc_ci": intervals.get("macro_roc_auc"),
+        "roc_auc": {cls: v["roc_auc"] for cls, v in m["per_class"].items()},
+        "operating_point": op["point"]["value"],
+        "sensitivity": test_point["sensitivity"],
+        "specificity": test_point["specificity"],
+        "sensitivity_ci": op["test_intervals"]["sensitivity"],
+        "specificity_ci": op["test_intervals"]["specificity"],
+        "ece": (m["calibration"].get("calibrated") or m["calibration"]["raw"])["ece"],
+        "by_source": m.get("by_source"),
+    }
+    per_class = [
+        [
+            cls,
+            with_interval(v["recall"], intervals["per_class"][cls]["recall"]),
+            with_interval(v["specificity"], intervals["per_class"][cls]["specificity"]),
+            with_interval(v["roc_auc"], intervals["per_class"][cls]["roc_auc"]),
+        ]
+        for cls, v in m["per_class"].items()
+    ]
+    blocks: list[Any] = [
+        f"{m['images']} test images of patients no model here trained on; 95% intervals from "
+        f"{intervals['resamples']} bootstrap resamples by {intervals['unit']}.",
+        f"Macro ROC AUC {with_interval(auc, intervals.get('macro_roc_auc'))}; accuracy "
+        f"{with_interval(m['accuracy'], intervals.get('accuracy'))}; balanced accuracy "
+        f"{fmt(m['balanced_accuracy'])}.",
+        Table(["class", "sensitivity", "specificity", "ROC AUC"], per_class),
+        f"At the stored operating point, '{POSITIVE}' (pneumonia or COVID-19) on test: sensitivity "
+        f"{with_interval(test_point['sensitivity'], op['test_intervals']['sensitivity'])}, specificity "
+        f"{with_interval(test_point['specificity'], op['test_intervals']['specificity'])}, PPV "
+        f"{with_interval(test_point['ppv'], op['test_intervals']['ppv'])}, NPV "
+        f"{with_interval(test_point['npv'], op['test_intervals']['npv'])}.",
+    ]
+    by_source = m.get("by_source")
+    if by_source:
+        rows = [
+            [source, str(r["images"]), fmt(r["accuracy"]), fmt(r["within_source_auc"]),
+             fmt((r.get("operating_point") or {}).get("sensitivity")),
+             fmt((r.get("operating_point") or {}).get("specificity"))]
+            for source, r in by_source["sources"].items()
+        ]  # fmt: skip
+        blocks += [
+            "By source (hospital): the within-source AUC ranks one hospital's images against each other, "
+            "where the hospital itself cannot help.",
+            Table(
+                [
+                    "source",
+                    "images",
+                    "accuracy",
+                    "within-source macro AUC",
+                    f"'{POSITIVE}' sensitivity",
+                    f"'{POSITIVE}' specificity",
+                ],
+                rows,
+            ),
+        ]
+    if single is not None:
+        alone = evaluate(single, "test", out=ctx.out / "run-eval", resamples=0).metrics
+        results["single_model"] = {"accuracy": alone["accuracy"],
+                                   "macro_roc_auc": alone["averages"]["macro"]["roc_auc"]}  # fmt: skip
+        blocks.append(
+            f"The single model of section 2, on the same images and uncalibrated: accuracy {pct(alone['accuracy'])}, "
+            f"macro ROC AUC {fmt(alone['averages']['macro']['roc_auc'])}."
+        )
+    blocks += [
+        Figure(ev.out_dir / "confusion_matrix.png", "confusion matrix (counts and row-normalised)"),
+        f"The full report (ROC and PR curves, reliability, the most confident mistakes): "
+        f"{(ev.out_dir / 'report.html').relative_to(ctx.out).as_posix()}.",
+    ]
+    return Section("5. Clinical metrics on the test split", blocks), results
 
 
 @recipe(
@@ -114,15 +249,18 @@ def _calibration_reading(val: dict[str, dict[str, float]]) -> str:
     "Chest X-ray triage: normal, pneumonia, COVID-19, from data to deployment",
     "Classify chest X-rays into normal, pneumonia and COVID-19 with limited labelled data: transfer learning, "
     "class imbalance, patient-level splits, clinically relevant metrics, calibration, Grad-CAM, export, serving "
-    "and a clinician UI with feedback.",
+    "and a clinician UI with feedback; evaluate on data from a different source.",
     data="chest-xray",
     takes_folds=True,
 )
 def xray_triage(ctx: Context) -> Answer:
     sections, results = [], {}
     section, found = _inspect(ctx)
+    counts = source_counts(ctx)
+    classes = sorted({c for per in counts.values() for c in per})
+    section.blocks.insert(-1, source_table(counts, classes))
     sections.append(section)
-    results["data"] = found
+    results["data"] = {**found, "sources": counts}
 
     cfg = ctx.config("lite0-xray", QUICK)
     run_dir = train_recipe(ctx, cfg)
@@ -134,101 +272,38 @@ def xray_triage(ctx: Context) -> Answer:
             [
                 "An ImageNet EfficientNet-Lite0 (grey X-rays through RGB kernels summed), class weights for the "
                 "imbalance (`optim.class_weights: auto`; `--set optim.loss=focal` for focal loss), X-ray "
-                "augmentation without flips, a frozen base with a new head, then the top blocks fine-tuned.",
+                "augmentation without flips, a frozen base with a new head, then the top blocks fine-tuned; the "
+                "kept epoch is the one with the best validation ROC AUC (`train.monitor: val_auc`).",
                 *[b for s in train_sections if s.title in TRAINING_PARTS for b in s.blocks],
             ],
         )
     )
+    deployed, crossval_dir = run_dir, None
     if ctx.folds:
-        section, found = _crossval(ctx, cfg)
+        section, found, crossval_dir = _crossval(ctx, cfg)
         sections.append(section)
         results.update(found)
+        deployed = crossval_dir / "ensemble"
+    results["deployed"] = deployed.relative_to(ctx.out).as_posix()
 
-    ctx.step("calibrating and choosing the operating point")
-    cal = calibrate(run_dir, "temperature", positive=POSITIVE, target_sensitivity=TARGET_SENSITIVITY)
-    ece = {split: {when: cal.scores[split][when]["ece"] for when in ("before", "after")} for split in cal.scores}
-    results["ece"] = ece
-    results["temperature"] = cal.calibration.temperature if cal.calibration else None
-    sections.append(
-        Section(
-            "3. Calibration",
-            [
-                f"Temperature scaling fitted on the validation split: T = {fmt(results['temperature'], 3)}.",
-                Table(
-                    ["split", "ECE before", "ECE after", "NLL before", "NLL after"],
-                    [
-                        [
-                            split,
-                            pct(s["before"]["ece"]),
-                            pct(s["after"]["ece"]),
-                            fmt(s["before"]["nll"]),
-                            fmt(s["after"]["nll"]),
-                        ]
-                        for split, s in cal.scores.items()
-                    ],
-                ),
-                Figure(cal.figure, "reliability diagrams before and after calibration"),
-                _calibration_reading(cal.scores["val"]),
-            ],
-        )
-    )
+    section, found = _calibration(ctx, deployed, crossval_dir)
+    sections.append(section)
+    results.update(found)
 
-    ctx.step("evaluating on the test split")
-    ev = evaluate(run_dir, "test", resamples=200 if ctx.quick else 1000)
-    m = ev.metrics
-    intervals = m["intervals"]
-    auc = m["averages"]["macro"]["roc_auc"]
-    op = m["operating_point"]
-    test_point = op["test"]
-    results["test"] = {
-        "accuracy": m["accuracy"],
-        "macro_roc_auc": auc,
-        "macro_roc_auc_ci": intervals.get("macro_roc_auc"),
-        "operating_point": op["point"]["value"],
-        "sensitivity": test_point["sensitivity"],
-        "specificity": test_point["specificity"],
-        "sensitivity_ci": op["test_intervals"]["sensitivity"],
-        "specificity_ci": op["test_intervals"]["specificity"],
-    }
-    per_class = [
-        [
-            cls,
-            with_interval(v["recall"], intervals["per_class"][cls]["recall"]),
-            with_interval(v["specificity"], intervals["per_class"][cls]["specificity"]),
-            with_interval(v["roc_auc"], intervals["per_class"][cls]["roc_auc"]),
-        ]
-        for cls, v in m["per_class"].items()
-    ]
-    sections.append(
-        Section(
-            "4. Clinical metrics on the test split",
-            [
-                f"{m['images']} test images; 95% intervals from {intervals['resamples']} bootstrap resamples by "
-                f"{intervals['unit']}.",
-                f"Macro ROC AUC {with_interval(auc, intervals.get('macro_roc_auc'))}; accuracy "
-                f"{with_interval(m['accuracy'], intervals.get('accuracy'))}; balanced accuracy "
-                f"{fmt(m['balanced_accuracy'])}.",
-                Table(["class", "sensitivity", "specificity", "ROC AUC"], per_class),
-                f"Operating point for '{POSITIVE}' (pneumonia or COVID-19): threshold {fmt(op['point']['value'])} "
-                f"on the summed probability, chosen on validation to keep sensitivity at least "
-                f"{TARGET_SENSITIVITY:.0%}. On test: sensitivity "
-                f"{with_interval(test_point['sensitivity'], op['test_intervals']['sensitivity'])}, specificity "
-                f"{with_interval(test_point['specificity'], op['test_intervals']['specificity'])}, PPV "
-                f"{with_interval(test_point['ppv'], op['test_intervals']['ppv'])}, NPV "
-                f"{with_interval(test_point['npv'], op['test_intervals']['npv'])}.",
-                Figure(ev.out_dir / "confusion_matrix.png", "confusion matrix (counts and row-normalised)"),
-                f"The full report (ROC and PR curves, the most confident mistakes): "
-                f"{(ev.out_dir / 'report.html').relative_to(ctx.out).as_posix()}.",
-            ],
-        )
-    )
+    section, results["test"] = _test_section(ctx, deployed, run_dir if deployed != run_dir else None)
+    sections.append(section)
 
-    section, found = _gradcam(ctx, run_dir)
+    blocks, results["loso"] = leave_one_source_out_section(ctx, cfg)
+    more, results["shortcuts"] = probe_and_cam_section(ctx, run_dir)
+    reading = shortcut_reading(results, counts, results["test"]["roc_auc"])
+    sections.append(Section("6. Shortcuts: is it the disease or the hospital?", [*blocks, *more, reading]))
+
+    section, found = _gradcam(ctx, deployed)
     sections.append(section)
     results.update(found)
 
     ctx.step("exporting to ONNX")
-    onnx_path, parity = export_model(run_dir, "onnx", samples=64 if ctx.quick else 256)
+    onnx_path, parity = export_model(deployed, "onnx", samples=64 if ctx.quick else 256)
     results["export"] = {
         "path": onnx_path.relative_to(ctx.out).as_posix(),
         "max_abs_diff": parity.max_abs_diff,
@@ -237,7 +312,7 @@ def xray_triage(ctx: Context) -> Answer:
     }
     sections.append(
         Section(
-            "6. Export",
+            "8. Export",
             [
                 f"ONNX model: {results['export']['path']}. Parity with PyTorch on {parity.samples} test images: "
                 f"largest probability difference {parity.max_abs_diff:.2e} (tolerance {parity.tolerance:.0e}), "
@@ -245,11 +320,11 @@ def xray_triage(ctx: Context) -> Answer:
             ],
         )
     )
-    run = run_dir.as_posix()
+    run = deployed.as_posix()
     state = (ctx.out / "serve-state").as_posix()
     sections.append(
         Section(
-            "7. Deploy",
+            "9. Deploy",
             [
                 "Serve the calibrated model (API keys, audit log, review queue, drift monitor), create a clinician "
                 "key, and open the clinician's page:",
@@ -259,14 +334,20 @@ def xray_triage(ctx: Context) -> Answer:
                 "cnnlab ui --api http://127.0.0.1:8000 --port 8501\n"
                 "```",
                 "Predictions below the review threshold, or near the operating point, go to the review queue; "
-                "clinicians' labels are exported for retraining with `cnnlab feedback export`.",
+                "clinicians' labels are exported for retraining with `cnnlab feedback export`. Before trusting it at "
+                "another hospital, score a labelled sample from there: `cnnlab evaluate "
+                f"{run} --data-dir FOLDER` (any class folder; per-source figures when its metadata.csv has a "
+                "source column).",
             ],
         )
     )
     t = results["test"]
     summary = (
-        f"Test macro ROC AUC {with_interval(auc, t['macro_roc_auc_ci'])}; for '{POSITIVE}' at the chosen operating "
-        f"point, sensitivity {fmt(t['sensitivity'])} and specificity {fmt(t['specificity'])}; validation ECE "
-        f"{pct(ece['val']['before'])} before and {pct(ece['val']['after'])} after calibration."
+        f"Deployed: {'the ensemble of the ' + str(ctx.folds) + ' fold models' if ctx.folds else 'the single model'}. "
+        f"Test macro ROC AUC {with_interval(t['macro_roc_auc'], t['macro_roc_auc_ci'])}; for '{POSITIVE}' at the "
+        f"stored operating point, sensitivity {fmt(t['sensitivity'])} and specificity {fmt(t['specificity'])}; "
+        f"test ECE {pct(t['ece'])} ({results['calibration']['method']} calibration). Leave-one-source-out "
+        + "; ".join(f"{r['source']} {fmt(r['macro_roc_auc'], 3)}" for r in results["loso"]["rows"])
+        + " within-source macro AUC: the figure to expect at a hospital this model never saw."
     )
     return Answer(summary, sections, results)
