@@ -13,6 +13,7 @@ from cnnlab.config import load_config
 from cnnlab.data.splits import fold_splits
 from cnnlab.errors import DataError
 from cnnlab.tasks.crossval import crossval
+from tests.conftest import folder_config
 from tests.data.folders import write_image, write_metadata
 
 
@@ -57,11 +58,7 @@ def test_crossval_by_patient_writes_bundles_table_and_out_of_fold_predictions(
 ) -> None:
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     root = patient_folder(tmp_path / "xr")
-    cfg = load_config(
-        None,
-        values={"name": "cv", "data.source": f"folder:{root}", "data.val_fraction": 0.2, "data.input_size": 16,
-                "model.name": "vgg_mini", "train.epochs": 1, "train.batch_size": 16},
-    )  # fmt: skip
+    cfg = folder_config(root, "cv")
     result = crossval(cfg, 3, tmp_path / "cv", group_by="patient_id")
     assert result.unit == "patient" and len(result.rows) == 3
     for k in (1, 2, 3):

@@ -20,6 +20,7 @@ from cnnlab.data.resplit import source_holdout_splits
 from cnnlab.data.sources import load_source
 from cnnlab.errors import DataError
 from cnnlab.tasks.by_source import leave_one_source_out, source_dir_name
+from tests.conftest import folder_config
 from tests.data.folders import write_image, write_metadata
 from tests.tasks.helpers import run_cli
 
@@ -48,11 +49,7 @@ def by_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CNNLAB_CACHE", str(tmp / "cache"))
         root = three_source_folder(tmp / "xr")
-        cfg = load_config(
-            None,
-            values={"name": "bs", "data.source": f"folder:{root}", "data.val_fraction": 0.2, "data.input_size": 16,
-                    "model.name": "vgg_mini", "train.epochs": 1, "train.batch_size": 16},
-        )  # fmt: skip
+        cfg = folder_config(root, "bs")
         result = leave_one_source_out(cfg, tmp / "bs")
         yield cfg, result, tmp
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.config import load_config
 from cnnlab.errors import DataError
 from cnnlab.tasks.shortcuts import shortcut_checks
 from cnnlab.tasks.train import train
+from tests.conftest import folder_config
 from tests.data.folders import write_image, write_metadata
 from tests.tasks.helpers import run_cli
 
@@ -36,11 +36,7 @@ def source_folder(root: Path, patients: int = 36, per_patient: int = 2, sources:
 def source_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
     root = source_folder(tmp_path / "xr")
-    cfg = load_config(
-        None,
-        values={"name": "sc", "data.source": f"folder:{root}", "data.val_fraction": 0.2, "data.input_size": 16,
-                "model.name": "vgg_mini", "train.epochs": 1, "train.batch_size": 16},
-    )  # fmt: skip
+    cfg = folder_config(root, "sc")
     train(cfg, tmp_path / "run")
     return tmp_path / "run"
 

@@ -20,8 +20,7 @@ from cnnlab.errors import DataError
 from cnnlab.evaluation.metrics import classification_metrics, clean, nan_average
 from cnnlab.fileio import atomic_write_json, write_csv
 from cnnlab.models import get_spec
-from cnnlab.tasks.crossval import reusable
-from cnnlab.tasks.train import train
+from cnnlab.tasks.crossval import train_or_reuse
 
 
 @dataclass
@@ -82,12 +81,8 @@ def leave_one_source_out(
             continue
         run_dir = out / source_dir_name(source)
         fold_cfg = cfg.replace(name=f"{cfg.name}-without-{source}", data=replace(base_cfg, holdout_source=source))
-        if reusable(run_dir, fold_cfg.data, overwrite):
-            console.print(f"{source}: reusing the finished bundle in {run_dir}")
-        else:
-            console.print(f"[bold]{source} held out[/bold]: test {int(mine.sum()):,} images, train and val the other "
-                          f"{int((~mine).sum()):,}")  # fmt: skip
-            train(fold_cfg, run_dir, overwrite=overwrite, console=console)
+        sizes = f"test {int(mine.sum()):,} images, train and val the other {int((~mine).sum()):,}"
+        train_or_reuse(fold_cfg, run_dir, f"{source} held out", sizes, overwrite, console)
         rows.append(score_source(run_dir, source))
         if only_here:
             rows[-1]["note"] = f"{', '.join(only_here)} only in {source}: undefined (never trained on)"

@@ -108,12 +108,8 @@ def crossval(
     fold_dirs = [out / f"fold{k + 1}" for k in range(folds)]
     for k, (part, fold_dir) in enumerate(zip(parts, fold_dirs, strict=True)):
         fold_cfg = cfg.replace(name=f"{cfg.name}-fold{k + 1}", data=replace(fold_data, fold=k))
-        if reusable(fold_dir, fold_cfg.data, overwrite):
-            console.print(f"fold {k + 1}/{folds}: reusing the finished bundle in {fold_dir}")
-        else:
-            console.print(f"[bold]fold {k + 1}/{folds}[/bold]: train {len(part['train']):,}, val {len(part['val']):,}, "
-                          f"test {len(part['test']):,}")  # fmt: skip
-            train(fold_cfg, fold_dir, overwrite=overwrite, console=console)
+        sizes = f"train {len(part['train']):,}, val {len(part['val']):,}, test {len(part['test']):,}"
+        train_or_reuse(fold_cfg, fold_dir, f"fold {k + 1}/{folds}", sizes, overwrite, console)
         clf = load(fold_dir)
         data = bundle_data(fold_dir, clf)
         test = split_outputs(clf, data, "test")
@@ -164,6 +160,16 @@ def summary_row(scores: dict[str, Any]) -> dict[str, Any]:
         row[f"specificity {cls}"] = m["specificity"]
         row[f"roc_auc {cls}"] = m["roc_auc"]
     return row
+
+
+def train_or_reuse(cfg: Config, run_dir: Path, what: str, sizes: str, overwrite: bool, console: Console) -> None:
+    """Train one part of a cross-validation (`what`: "fold 2/5", "kermany held out") into `run_dir`,
+    unless a finished bundle of the same cut is there: an interrupted run goes on where it stopped."""
+    if reusable(run_dir, cfg.data, overwrite):
+        console.print(f"{what}: reusing the finished bundle in {run_dir}")
+        return
+    console.print(f"[bold]{what}[/bold]: {sizes}")
+    train(cfg, run_dir, overwrite=overwrite, console=console)
 
 
 def reusable(run_dir: Path, data: DataConfig, overwrite: bool) -> bool:
