@@ -28,14 +28,20 @@ def plot_labelled_images(images: Sequence[np.ndarray], captions: Sequence[str], 
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
-            image = images[i]
-            grey = image.ndim == 2 or image.shape[-1] == 1
-            ax.imshow(image.squeeze(-1) if grey and image.ndim == 3 else image, cmap="gray" if grey else None,
-                      vmin=0, vmax=255)  # fmt: skip
+            show_pixels(ax, images[i])
             ax.set_title(captions[i], fontsize=7.5)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def show_pixels(ax: Any, image: np.ndarray) -> None:
+    """An HxW[xC] image on the 0-255 scale, uint8 or float (augmented pixels are floats). As uint8:
+    matplotlib reads a float colour image as 0-1 and clips it to white, ignoring vmin/vmax."""
+    pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8) if image.dtype != np.uint8 else image
+    grey = pixels.ndim == 2 or pixels.shape[-1] == 1
+    ax.imshow(pixels.squeeze(-1) if grey and pixels.ndim == 3 else pixels, cmap="gray" if grey else None,
+              vmin=0, vmax=255)  # fmt: skip
 
 
 def wrap_text(text: str, width: int) -> str:
@@ -64,14 +70,7 @@ def plot_image_grid(
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if c < len(images):
-                image = images[c]
-                grey = image.ndim == 2 or image.shape[-1] == 1
-                ax.imshow(
-                    image.squeeze(-1) if image.ndim == 3 and grey else image,
-                    cmap="gray" if grey else None,
-                    vmin=0,
-                    vmax=255,
-                )
+                show_pixels(ax, images[c])
             if c == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title, fontsize=11)
