@@ -58,3 +58,14 @@ def test_low_loss_plateau_is_not_underfitting() -> None:
     # A model that fits fast and then barely moves is not underfitting.
     d = diagnose(history([0.12, 0.08, 0.075, 0.074, 0.074], [0.10, 0.09, 0.088, 0.088, 0.0885]), 10)
     assert d.verdict == "good fit"
+
+
+def test_a_memorised_training_set_is_overfitting_even_when_validation_loss_settles() -> None:
+    # lite0-flowers' shape: train 99.9%, val 91.6%, validation loss flat at its best
+    rows = [{"epoch": e + 1, "train_loss": 0.5 / (e + 1), "val_loss": 0.30 if e else 0.5,
+             "train_acc": 0.90 + 0.099 * e / 5, "val_acc": 0.916} for e in range(6)]  # fmt: skip
+    verdict = diagnose(rows, 5)
+    assert verdict.verdict == "overfitting" and "8.3 points" in verdict.reason
+    # the same gap with a training error that is not small beside the validation error is not memorising
+    rows = [{**r, "train_acc": 0.80, "val_acc": 0.74} for r in rows]
+    assert diagnose(rows, 5).verdict != "overfitting"

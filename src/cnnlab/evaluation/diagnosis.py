@@ -5,7 +5,9 @@ The rules, checked in this order (K = number of classes, n = epochs):
 2. overfitting: the validation loss ended at least 10% above its minimum, the minimum is at
    least two epochs before the end, and the training loss kept falling after it (the rise
    began the epoch after the minimum); or the training accuracy exceeds the validation
-   accuracy by more than 10 points while the validation loss has not improved for 2 epochs.
+   accuracy by more than 10 points while the validation loss has not improved for 2 epochs; or,
+   even with a settled validation loss, it exceeds it by more than 5 points and the training
+   error is under half the validation error (the training set is memorised: 99.9% against 91.6%).
 3. underfitting: the final training loss is still above half the chance-level loss (ln K)
    and flat: it moved less than 5% over the last third of the epochs.
 4. not converged: the last epoch is (within 1%) the best validation loss and it fell by more
@@ -22,6 +24,7 @@ from typing import Any
 
 OVERFIT_RISE = 0.10
 GAP_POINTS = 0.10
+SETTLED_GAP_POINTS = 0.05
 FLAT_CHANGE = 0.05
 STILL_FALLING = 0.02
 
@@ -73,6 +76,16 @@ def diagnose(history: Sequence[dict[str, Any]], num_classes: int) -> Diagnosis:
             f"points and validation loss has not improved since epoch {epochs[best]}",
             "add augmentation or regularisation, or get more data",
             began_epoch=epochs[best] + 1,
+        )
+    if gap > SETTLED_GAP_POINTS and (1 - ta[-1]) < 0.5 * (1 - va[-1]):
+        return Diagnosis(
+            "overfitting",
+            f"training accuracy {ta[-1]:.3f} exceeds validation accuracy {va[-1]:.3f} by {gap * 100:.1f} points: "
+            f"the training error ({1 - ta[-1]:.1%}) is under half the validation error ({1 - va[-1]:.1%}), so the "
+            f"network fits its training images far better than new ones, although the validation loss settled "
+            f"(best {vl[best]:.4f} at epoch {epochs[best]})",
+            "add augmentation or regularisation (dropout, weight decay, label smoothing) or get more data; the kept "
+            "weights are the best validation epoch's, so more epochs will not hurt but will not help",
         )
     chance = math.log(max(num_classes, 2))
     k = max(2, n // 3)
