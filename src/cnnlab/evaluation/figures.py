@@ -57,6 +57,27 @@ def plot_curves(history: Sequence[dict[str, Any]], diagnosis: Diagnosis, path: P
     save_figure(fig, path)
 
 
+def plot_curves_compared(histories: dict[str, Sequence[dict[str, Any]]], path: Path, title: str) -> None:
+    """Several runs' curves on shared axes (loss, accuracy): training dashed, validation solid, one
+    colour per run, so a remedy's effect on the train/validation gap can be read at a glance."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.4))
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for (name, history), colour in zip(histories.items(), itertools.cycle(colours), strict=False):
+        epochs = [int(r["epoch"]) for r in history]
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+            ax.plot(epochs, [r[f"train_{key}"] for r in history], "--", color=colour, lw=1.2, label=f"{name}: train")
+            ax.plot(epochs, [r[f"val_{key}"] for r in history], "o-", color=colour, ms=3, label=f"{name}: validation")
+    for ax, label in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:
     """Counts beside row-normalised shares (each true class's row sums to 100%)."""
     k = len(classes)
