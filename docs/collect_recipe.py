@@ -34,7 +34,7 @@ def collect(out: Path) -> Path:
         image = Image.open(source)
         if max(image.size) > MAX_SIDE:
             image.thumbnail((MAX_SIDE, MAX_SIDE))
-        image.convert("RGB").quantize(256).save(target / flat, optimize=True)  # a palette: a third of the bytes
+        image.convert("RGB").save(target / flat, optimize=True)  # lossless: a palette distorted photos and filters
         return f"![{match.group(1)}]({name}/{flat})"
 
     page = DOCS / f"{name}.md"
