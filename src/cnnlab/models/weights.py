@@ -106,7 +106,7 @@ def _load_imagenet(spec: ModelSpec, model: nn.Module) -> None:
         raise ValueError(spec.pretrained)
 
 
-def _torchvision_checkpoint(name: str) -> tuple[Path, str]:
+def torchvision_checkpoint(name: str) -> tuple[Path, str]:
     """Where torch's hub cache keeps the ImageNet checkpoint, and the URL it comes from."""
     import torchvision.models as tvm
 
@@ -118,7 +118,7 @@ def _torchvision_checkpoint(name: str) -> tuple[Path, str]:
 def imagenet_offline(spec: ModelSpec) -> bool:
     """Whether ImageNet weights can be loaded without touching the network (`model.weights: auto`)."""
     if spec.pretrained == "torchvision":
-        return _torchvision_checkpoint(spec.name)[0].is_file()
+        return torchvision_checkpoint(spec.name)[0].is_file()
     if spec.pretrained == "lite0-package":
         try:
             return lite0_checkpoint().is_file()
@@ -138,7 +138,7 @@ def imagenet_offline(spec: ModelSpec) -> bool:
 def _torchvision_state(name: str) -> dict[str, torch.Tensor]:
     import torchvision.models as tvm
 
-    cached, url = _torchvision_checkpoint(name)
+    cached, url = torchvision_checkpoint(name)
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
     try:

@@ -41,13 +41,13 @@ def _trained(ctx: Context, recipe_name: str | None, quick: dict[str, Any], what:
         source = f"a {len(card.classes)}-class folder ({', '.join(card.classes)})"
     summary = (
         f"{card.architecture} on {source} reached {pct(results['test_accuracy'])} test accuracy "
-        f"after {results['train_seconds']:.1f} s of training ({_epochs(results['epochs'])}); the curves read "
+        f"after {results['train_seconds']:.1f} s of training ({epochs_text(results['epochs'])}); the curves read "
         f"'{results['verdict']}'."
     )
     return Answer(summary, sections, results)
 
 
-def _epochs(n: int) -> str:
+def epochs_text(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
@@ -153,11 +153,11 @@ def inceptionv3_cifar10(ctx: Context) -> Answer:
             [
                 f"InceptionV3 ({card.parameters / 1e6:.1f} million parameters) from scratch on "
                 f"{card.data['splits']['train']:,} CIFAR-10 training images at {card.input_size[0]} px (its smallest "
-                f"input; the seed resizes to 150 px, four times the work), {_epochs(answer.results['epochs'])}, "
+                f"input; the seed resizes to 150 px, four times the work), {epochs_text(answer.results['epochs'])}, "
                 f"validated on {card.data['splits']['val']:,} images, twice (with and without the remedy): what 2 CPU "
                 "cores train in about 20 minutes. On a GPU, `cnnlab train inceptionv3-cifar10` runs the seed's "
                 "150 px on all 8,000 images.",
-                _weights_text(answer.results["weights"]),
+                weights_text(answer.results["weights"]),
             ],
         ),
     )
@@ -168,7 +168,7 @@ INCEPTION_FULL = {"data.input_size": 75, "data.limit_train": 2000, "data.limit_e
 """InceptionV3 at a size two CPU cores train twice (with and without the remedy) in about 20 minutes."""
 
 
-def _weights_text(weights: str) -> str:
+def weights_text(weights: str) -> str:
     if weights == "imagenet":
         return "The base starts from ImageNet weights (found offline)."
     return (
@@ -176,92 +176,6 @@ def _weights_text(weights: str) -> str:
         "initialisation: this measures the architecture, not transfer learning. Place the checkpoint where "
         "`cnnlab train` names it to run the exercise with a pretrained base."
     )
-
-
-# ------------------------------------------------------------------ 000 Question 7: transfer learning
-
-AUGMENT_ADVICE = {
-    "overfitting": "The validation loss rose while training loss kept falling: more augmentation would help "
-    "(`--set data.augment=standard` for the seed's rotations, shifts and flips, or `strong`), with weight "
-    "decay and early stopping at the best epoch, which cnnlab already keeps.",
-    "underfitting": "Both accuracies stayed low: augmentation would make this worse. Train longer, unfreeze more "
-    "blocks (`trainable: top:N`) or raise the learning rate first.",
-    "not converged": "The validation loss was still falling: train more epochs before adding augmentation; "
-    "it cannot be judged yet.",
-    "good fit": "Training and validation agree: the current augmentation is enough. Add more only if the gap "
-    "grows with longer fine-tuning or more unfrozen blocks.",
-}
-
-
-def _flowers(ctx: Context, recipe_name: str, quick: dict[str, Any], backbone: str) -> Answer:
-    run_dir = train_recipe(ctx, ctx.config(recipe_name, quick))
-    sections, results, card = training_sections(run_dir, backbone)
-    fit = card.training["fit"]
-    verdict = str(fit["verdict"])
-    stages = {s["name"]: s for s in card.training["stages"]}
-    classes = card.classes
-    splits = card.data["splits"]
-    analysis = [
-        f"{len(classes)} classes ({', '.join(classes)}); {sum(splits.values()):,} images: "
-        + ", ".join(f"{n:,} {name}" for name, n in splits.items())
-        + ".",
-        f"Feature extraction (frozen base, new head): {stages['head']['train_seconds']:.1f} s for "
-        f"{_epochs(stages['head']['epochs'])}, best validation accuracy {pct(stages['head']['best_val_acc'])}.",
-    ]
-    if "finetune" in stages:
-        analysis.append(
-            f"Fine-tuning (top blocks unfrozen, lower learning rate): {stages['finetune']['train_seconds']:.1f} s "
-            f"for {_epochs(stages['finetune']['epochs'])}, best validation accuracy "
-            f"{pct(stages['finetune']['best_val_acc'])}."
-        )
-    analysis += [
-        f"Final: validation accuracy {pct(results['val_accuracy'])}, test accuracy {pct(results['test_accuracy'])}.",
-        f"Overfitting analysis: {verdict} ({fit['reason']}).",
-        f"Augmentation: {AUGMENT_ADVICE.get(verdict, fit['suggestion'])}",
-        _weights_text(card.weights),
-    ]
-    results["classes"] = classes
-    summary = (
-        f"{backbone}: {pct(results['test_accuracy'])} test accuracy on {len(classes)} flower classes; "
-        f"feature extraction {stages['head']['train_seconds']:.1f} s"
-        + (f", fine-tuning {stages['finetune']['train_seconds']:.1f} s" if "finetune" in stages else "")
-        + f"; verdict '{verdict}'."
-    )
-    return Answer(summary, [Section("Answer", analysis), *sections], results)
-
-
-@recipe(
-    "vgg16-flowers",
-    "000 Q7",
-    "VGG16 transfer learning on flowers: both stages, accuracy and an overfitting analysis",
-    "Use a pre-trained VGG16 via transfer learning on a small custom dataset (flowers). Replace the top layers "
-    "and fine-tune. Report both stages' training times, final accuracy and whether the model overfits.",
-    data="flowers + torchvision's VGG16 ImageNet checkpoint",
-)
-def vgg16_flowers(ctx: Context) -> Answer:
-    # --quick must run anywhere: without the VGG16 checkpoint it trains from scratch and says so.
-    quick = {
-        "data.limit_train": 64,
-        "data.limit_eval": 50,
-        "data.input_size": 64,
-        "train.epochs": 1,
-        "train.batch_size": 64,  # one optimiser step per stage
-        "model.weights": "auto",
-    }
-    return _flowers(ctx, "vgg16-flowers", quick, "VGG16")
-
-
-@recipe(
-    "lite0-flowers",
-    "000 Q7 (offline twin)",
-    "EfficientNet-Lite0 transfer learning on flowers: the same exercise on the backbone that ships with cnnlab",
-    "Use a pre-trained network via transfer learning on flowers. Replace the top layers and fine-tune. Report both "
-    "stages' training times, final accuracy and whether the model overfits.",
-    data="flowers",
-)
-def lite0_flowers(ctx: Context) -> Answer:
-    quick = {"data.limit_train": 150, "data.limit_eval": 100, "data.input_size": 128, "train.epochs": 2}
-    return _flowers(ctx, "lite0-flowers", quick, "EfficientNet-Lite0 (ImageNet)")
 
 
 # ------------------------------------------------------------------ 002 answer 9: binary + augmentation
@@ -413,7 +327,7 @@ def alexnet_filters(ctx: Context) -> Answer:
     reference = stats["ImageNet-trained EfficientNet-Lite0"]
     shape = shapes["after training"]
     rise = after["neighbour_correlation"] - before["neighbour_correlation"]
-    epochs = _epochs(card.training["epochs_run"])
+    epochs = epochs_text(card.training["epochs_run"])
     if rise > SMOOTHER:
         change = (
             f"The correlation rose by {rise:+.3f}: training made the filters smoother, the start of the colour "
