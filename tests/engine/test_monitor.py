@@ -34,10 +34,15 @@ def test_selection_key_prefers_higher_auc_then_lower_loss() -> None:
     perfect = EpochStats(0.5, 1.0, 4, 1.0, logits, labels)
     worse_loss = EpochStats(0.9, 1.0, 4, 1.0, logits, labels)
     swapped = EpochStats(0.1, 0.0, 4, 1.0, -logits, labels)
-    assert selection_key("val_auc", perfect, False) < selection_key("val_auc", worse_loss, False)
-    assert selection_key("val_auc", perfect, False) < selection_key("val_auc", swapped, False)
-    assert selection_key("val_loss", swapped, False) < selection_key("val_loss", perfect, False)
-    assert selection_key("val_acc", perfect, False) < selection_key("val_acc", swapped, False)
+
+    def key(monitor: str, stats: EpochStats) -> tuple[float, float]:
+        assert stats.logits is not None and stats.labels is not None
+        return selection_key(monitor, stats, macro_auc(stats.logits, stats.labels, binary=False))
+
+    assert key("val_auc", perfect) < key("val_auc", worse_loss)
+    assert key("val_auc", perfect) < key("val_auc", swapped)
+    assert key("val_loss", swapped) < key("val_loss", perfect)
+    assert key("val_acc", perfect) < key("val_acc", swapped)
 
 
 def test_a_val_auc_run_keeps_the_epoch_with_the_best_validation_auc(tmp_path: Path) -> None:
@@ -49,3 +54,25 @@ def test_a_val_auc_run_keeps_the_epoch_with_the_best_validation_auc(tmp_path: Pa
     assert card.metrics["best_epoch"] == 1 + keys.index(min(keys))
     assert card.metrics["monitor"] == "val_auc"
     assert all(0.5 <= row["val_auc"] <= 1.0 for row in history)
+
+
+def test_a_checkpoint_from_before_train_monitor_resumes_and_a_changed_monitor_is_refused(tmp_path: Path) -> None:
+    from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+    from cnnlab.errors import BundleError
+    from tests.conftest import train_killed_after
+
+    cfg = tiny_config(**{"train.epochs": 3})
+    out = tmp_path / "cut"
+    train_killed_after(cfg, out, 1)
+    last = out / "checkpoints" / "last.pt"
+    old = load_checkpoint(last)  # rewrite it as the previous release wrote it
+    old["best_val_loss"] = old.pop("best_key")[0]
+    old["history"] = [{k: v for k, v in row.items() if k != "val_auc"} for row in old["history"]]
+    del old["config"]["train"]["monitor"], old["config"]["data"]["holdout_source"]
+    del old["config"]["data"]["folds_exclude_test"]
+    save_checkpoint(last, old)
+    with pytest.raises(BundleError, match=r"train\.monitor changed"):
+        train(tiny_config(**{"train.epochs": 3, "train.monitor": "val_auc"}), out, resume=True)
+    train(cfg, out, resume=True)
+    history = read_history(out / HISTORY)
+    assert len(history) == 3 and math.isnan(history[0]["val_auc"]) and history[2]["val_auc"] > 0.5

@@ -63,7 +63,7 @@ def test_a_folder_without_splits_is_scored_whole_with_metrics_by_source(bundle: 
     m = result.metrics
     assert result.split == ALL and result.external and not result.data_matches
     assert m["images"] == 30 and m["intervals"]["unit"] == "patient"
-    assert m["external_data"] == {"folder": str(other.resolve()), "images": 30}
+    assert m["external_data"] == {"folder": str(other.resolve()), "images": 30, "also_in_training_folder": 0}
     # The figures are those of the folder's images, read as the model reads any image file:
     clf = cnnlab.load(bundle)
     data = external_data(clf, other)
@@ -153,9 +153,9 @@ def test_cli_scores_an_external_folder(bundle: Path, tmp_path: Path, capsys, mon
     assert code == 0, err
     assert "all accuracy" in text and "external data: not the data this model was trained on" in text
     assert "by source" in text and "kermany" in text
-    report = (run / "eval" / "report.md").read_text()
+    report = (run / "eval-other" / "report.md").read_text()
     assert "## By source" in report and "sensitivity at the operating point" in report
-    assert (run / "eval" / "report.html").is_file()
+    assert (run / "eval-other" / "report.html").is_file()
     code, out, _ = run_cli(["evaluate", "--help"], capsys, monkeypatch)
     assert "--data-dir ~/xrays-other-hospital" in " ".join(out.split()) and "all" in out
 
@@ -169,3 +169,19 @@ def test_real_chest_xrays_by_source(bundle: Path, tmp_path: Path) -> None:
     assert by_source["sources"]["mhh"]["within_source_auc"] is None
     assert set(by_source["within_source"]) == {"kermany", "nih"}
     assert all(value is not None for value in by_source["within_source"].values())
+
+
+def test_external_images_that_are_training_images_are_counted_and_the_report_goes_beside(
+    bundle: Path, tmp_path: Path
+) -> None:
+    other = xray_like_folder(tmp_path / "other-hospital", patients=5, seed=7)
+    trained_from = Path(cnnlab.load(bundle).card.data["location"])
+    copied = next(trained_from.rglob("*.png"))
+    shutil.copyfile(copied, other / copied.parent.name / "copied.png")
+    result = evaluate(bundle, data_dir=str(other), resamples=0)
+    assert result.metrics["external_data"]["also_in_training_folder"] == 1
+    assert result.out_dir == bundle / "eval-other-hospital"  # the bundle's own eval/ is left as it was
+    assert (
+        "byte-identical to images in the folder the model was trained from"
+        in (result.out_dir / "report.md").read_text()
+    )

@@ -38,7 +38,26 @@ def bundle_data(run_dir: Path, clf: Classifier, data_dir: str | None = None) -> 
             data_cfg = replace(data_cfg, source=f"{FOLDER_PREFIX}{Path(data_dir).expanduser().resolve()}")
         else:
             data_cfg = replace(data_cfg, data_dir=data_dir)
-    return load_source(data_cfg, clf.preprocessing.pad_to[0])
+    data = load_source(data_cfg, clf.preprocessing.pad_to[0])
+    if data.classes != clf.classes:  # labels are class indices: another class list would misread them all
+        raise DataError(
+            f"{data.origin} holds the classes {', '.join(data.classes)}, not the model's ({', '.join(clf.classes)}); "
+            "`cnnlab evaluate RUN --data-dir FOLDER` scores a folder with some of the model's classes"
+        )
+    return data
+
+
+def seen_in_training(clf: Classifier, data: ArrayDataset) -> int | None:
+    """How many images of external `data` are byte-identical to one in the folder the bundle was
+    trained from (any split), when that folder is still where the card says; else None."""
+    location = clf.card.data.get("location")
+    if data.manifest is None or not location or not Path(location).is_dir():
+        return None
+    root = Path(location).resolve()
+    if root == data.manifest.root:
+        return None
+    trained = {e.sha256 for e in scan_folder(root, 1.0, store=ManifestStore(root), check=False).ok}
+    return sum(e.sha256 in trained for e in data.manifest.ok)
 
 
 def data_matches_card(data: ArrayDataset, card: ModelCard) -> bool:

@@ -37,6 +37,7 @@ _OWNED = (
     "explain",
     "export",
     "examples",
+    "shortcuts",
 )
 
 

@@ -40,7 +40,9 @@ def evaluate(
         ),
     ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")] = 1000,
-    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: RUN/eval).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: RUN/eval; external data: RUN/eval-FOLDER).")
+    ] = None,
 ) -> None:
     """Clinical metrics with 95% intervals, calibration, the operating point and a self-contained report.
 

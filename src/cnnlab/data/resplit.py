@@ -21,15 +21,16 @@ if TYPE_CHECKING:
     from cnnlab.data.sources import ArrayDataset
 
 
-def _pooled(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None, np.ndarray | None]:
-    """Images, labels, groups and sources of every split, concatenated in SPLITS order."""
+def pooled(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+    """Every split's images, labels and groups, concatenated in SPLITS order."""
     x = torch.cat([data.splits[name][0] for name in SPLITS])
     y = torch.cat([data.splits[name][1] for name in SPLITS])
+    return x, y, pooled_per_image(data.groups)
 
-    def per_image(values: dict[str, np.ndarray] | None) -> np.ndarray | None:
-        return np.concatenate([values[name] for name in SPLITS]) if values is not None else None
 
-    return x, y, per_image(data.groups), per_image(data.sources)
+def pooled_per_image(values: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    """A per-image attribute (groups, sources) of every split, in `pooled`'s order."""
+    return np.concatenate([values[name] for name in SPLITS]) if values is not None else None
 
 
 def source_names(data: ArrayDataset) -> list[str]:
@@ -71,7 +72,8 @@ def apply_source_holdout(data: ArrayDataset, cfg: DataConfig) -> ArrayDataset:
     if held_out not in names:
         known = ", ".join(names) if names else "none (metadata.csv has no source column)"
         raise DataError(f"data.holdout_source {held_out}: no image comes from it; the data's sources: {known}")
-    x, y, groups, origins = _pooled(data)
+    x, y, groups = pooled(data)
+    origins = pooled_per_image(data.sources)
     assert origins is not None
     parts = source_holdout_splits(y.numpy(), groups, origins, held_out, cfg.val_fraction, cfg.split_seed)
     return replace(

@@ -25,7 +25,7 @@ from cnnlab.config import DataConfig
 from cnnlab.data.cache import decoded_images, scan_folder_cached
 from cnnlab.data.decode import read_idx
 from cnnlab.data.folder import Manifest
-from cnnlab.data.resplit import apply_source_holdout, without_test
+from cnnlab.data.resplit import apply_source_holdout, pooled, pooled_per_image, without_test
 from cnnlab.data.splits import check_no_group_leak, fold_splits, holdout, seeded_subset, stratified_holdout
 from cnnlab.errors import DataError
 from cnnlab.progress import progress_bar
@@ -465,18 +465,6 @@ def load_source(cfg: DataConfig, image_size: int = 224, console: Console | None 
     data = source.load(folder, cfg, image_size, console)
     data = without_test(replace(data, location=str(folder.resolve())), cfg)
     return apply_source_holdout(apply_folds(data, cfg), cfg)
-
-
-def pooled(data: ArrayDataset) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
-    """Every split's images, labels and groups, concatenated in SPLITS order."""
-    x = torch.cat([data.splits[name][0] for name in SPLITS])
-    y = torch.cat([data.splits[name][1] for name in SPLITS])
-    return x, y, pooled_per_image(data.groups)
-
-
-def pooled_per_image(values: dict[str, np.ndarray] | None) -> np.ndarray | None:
-    """A per-image attribute (groups, sources) of every split, in `pooled`'s order."""
-    return np.concatenate([values[name] for name in SPLITS]) if values is not None else None
 
 
 def apply_folds(data: ArrayDataset, cfg: DataConfig) -> ArrayDataset:

@@ -177,6 +177,8 @@ def fit(
             console.print(f"[red]stopped: {state.stop_reason}[/red]")
             break
         stage.policy.end_epoch(evaluation.loss)
+        assert evaluation.logits is not None and evaluation.labels is not None
+        val_auc = macro_auc(evaluation.logits, evaluation.labels, binary)
         row = {
             "stage": stage.cfg.name,
             "epoch": epoch + 1,
@@ -185,16 +187,14 @@ def fit(
             "train_acc": stats.accuracy,
             "val_loss": evaluation.loss,
             "val_acc": evaluation.accuracy,
-            "val_auc": macro_auc(evaluation.logits, evaluation.labels, binary)
-            if evaluation.logits is not None and evaluation.labels is not None
-            else math.nan,
+            "val_auc": val_auc,
             "train_seconds": train_seconds,
             "eval_seconds": evaluation.seconds,
             "images_per_second": stats.images / train_seconds if train_seconds > 0 else 0.0,
         }
         state.epoch = epoch + 1
         state.history.append(row)
-        key = selection_key(tc.monitor, evaluation, binary)
+        key = selection_key(tc.monitor, evaluation, val_auc)
         state.improved = key < state.best_key
         if state.improved:
             state.best_key, state.best_epoch, state.bad_epochs = key, epoch + 1, 0
@@ -215,7 +215,8 @@ def _resume(state: TrainingState, model: nn.Module, checkpoint_dir: Path, cfg: C
     _check_resumable(saved, cfg)
     model.load_state_dict(saved["model"])
     torch.set_rng_state(saved["rng"])
-    state.history = list(saved["history"])
+    # Rows from before val_auc was recorded lack it; NaN keeps history.csv's columns whole.
+    state.history = [{"val_auc": math.nan, **row} for row in saved["history"]]
     # Checkpoints from before train.monitor hold the best validation loss alone.
     state.epoch = saved["epoch"]
     state.best_key = tuple(saved.get("best_key") or (saved["best_val_loss"], saved["best_val_loss"]))
@@ -320,15 +321,22 @@ _RESUME_FREE = {"data": {"data_dir", "download", "cache"}}
 
 def _check_resumable(state: dict[str, Any], cfg: Config) -> None:
     saved, now = state.get("config", {}), cfg.to_dict()
+    defaults = Config().to_dict()
     for section in ("data", "model"):
         free = _RESUME_FREE.get(section, set())
-        a = {k: v for k, v in saved.get(section, {}).items() if k not in free}
+        # Keys added since the checkpoint was written take their defaults: an older run resumes.
+        a = {k: v for k, v in {**defaults[section], **saved.get(section, {})}.items() if k not in free}
         b = {k: v for k, v in now[section].items() if k not in free}
         if a != b:
             raise BundleError(
                 f"cannot resume: the checkpoint was trained with a different '{section}' section; "
                 "start a new run (--out) or --overwrite"
             )
+    if saved.get("train", {}).get("monitor", "val_loss") != cfg.train.monitor:
+        raise BundleError(
+            "cannot resume: train.monitor changed (the best epoch so far was chosen by another figure); "
+            "start a new run (--out) or --overwrite"
+        )
     old_plan = [(st["name"], st["trainable"]) for st in saved.get("train", {}).get("stages", [])]
     if old_plan != [(st.name, st.trainable) for st in cfg.train.stages]:
         raise BundleError("cannot resume: the training stages changed; start a new run (--out) or --overwrite")

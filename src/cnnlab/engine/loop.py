@@ -28,7 +28,7 @@ class EpochStats:
     images: int
     seconds: float
     logits: torch.Tensor | None = None
-    """Every image's logits (all ranks), when the caller asked to keep them (a val_auc monitor)."""
+    """Every image's logits (all ranks), when the caller asked to keep them (`fit` does, for val_auc)."""
     labels: torch.Tensor | None = None
 
     @property

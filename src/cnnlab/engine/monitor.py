@@ -26,16 +26,15 @@ def macro_auc(logits: torch.Tensor, labels: torch.Tensor, binary: bool) -> float
     return float(np.mean(scores)) if scores else math.nan
 
 
-def selection_key(monitor: str, evaluation: EpochStats, binary: bool) -> tuple[float, float]:
+def selection_key(monitor: str, evaluation: EpochStats, auc: float) -> tuple[float, float]:
     """Lower is better: the monitored figure (negated when higher is better), then the validation
-    loss to break ties (a small validation split often gives two epochs the same AUC or accuracy)."""
+    loss to break ties (a small validation split often gives two epochs the same AUC or accuracy).
+    `auc`: the epoch's `macro_auc`, computed once by the caller (history.csv records it too)."""
     if monitor == "val_loss":
         return (evaluation.loss, evaluation.loss)
     if monitor == "val_acc":
         return (-evaluation.accuracy, evaluation.loss)
     if monitor == "val_auc":
-        assert evaluation.logits is not None and evaluation.labels is not None
-        auc = macro_auc(evaluation.logits, evaluation.labels, binary)
         # A split where AUC is undefined (one class) falls back to the loss rather than stalling.
         return (-auc if math.isfinite(auc) else evaluation.loss, evaluation.loss)
     raise ValueError(f"unknown train.monitor '{monitor}'; choose one of {', '.join(MONITORS)}")

@@ -4,6 +4,7 @@ image of the held-out one: how the model does on data from somewhere it has neve
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,12 @@ class BySourceSummary:
 
 
 def source_dir_name(source: str) -> str:
-    """The fold folder of a held-out source: `without-<source>`, file-name safe."""
-    return "without-" + ("".join(c if c.isalnum() or c in "-_." else "-" for c in source).strip(".") or "source")
+    """The fold folder of a held-out source: `without-<source>`, file-name safe; a source whose name
+    had to change (or differs only in case) gets a short hash of it, so two sources never share one."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in source).strip(".") or "source"
+    if safe != source or safe != safe.lower():
+        safe += "-" + hashlib.sha256(source.encode()).hexdigest()[:6]
+    return "without-" + safe
 
 
 def leave_one_source_out(

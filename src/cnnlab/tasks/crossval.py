@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,8 @@ def crossval(
         clf = load(fold_dir)
         data = bundle_data(fold_dir, clf)
         test = split_outputs(clf, data, "test")
+        if not np.array_equal(test.labels, y[part["test"]].numpy()):  # a reused bundle of other data
+            raise DataError(f"{fold_dir} was trained on other data than this run's; pass --overwrite")
         proba = clf.calibrated(test.logits).numpy()
         rows.append({"fold": k + 1, **summary_row(classification_metrics(test.labels, proba, clf.classes))})
         raw.append((part["test"], k + 1, test.logits))
@@ -174,12 +176,15 @@ def train_or_reuse(cfg: Config, run_dir: Path, what: str, sizes: str, overwrite:
 
 def reusable(run_dir: Path, data: DataConfig, overwrite: bool) -> bool:
     """A finished bundle in `run_dir` trained on the same cut of the data (fold, folds, test split,
-    held-out source): reused instead of trained again. A bundle of another cut is an error."""
+    held-out source, limits, sizes: the whole data section but where its files are found): reused
+    instead of trained again. A bundle of another cut is an error."""
     if overwrite or not (run_dir / bundle.CARD).is_file():
         return False
     saved = load_config(str(run_dir / bundle.CONFIG)).data
-    keys = ("folds", "fold", "folds_exclude_test", "holdout_source", "val_fraction", "split_seed")
-    if any(getattr(saved, k) != getattr(data, k) for k in keys):
+    where = {"data_dir", "download", "cache"}  # where the files are found, not which images they are
+    if {k: v for k, v in asdict(saved).items() if k not in where} != {
+        k: v for k, v in asdict(data).items() if k not in where
+    }:
         raise DataError(
             f"{run_dir} holds a bundle of another cut of the data; pass --overwrite or choose another --out"
         )

@@ -13,7 +13,7 @@ import yaml
 
 from cnnlab.bundle.card import ModelCard
 from cnnlab.bundle.classifier import Classifier, load
-from cnnlab.bundle.data import ALL, SplitOutputs, data_matches_card, evaluation_data, split_outputs
+from cnnlab.bundle.data import ALL, SplitOutputs, data_matches_card, evaluation_data, seen_in_training, split_outputs
 from cnnlab.bundle.layout import CONFIG, CURVES
 from cnnlab.data.sources import ArrayDataset
 from cnnlab.engine.losses import make_loss
@@ -79,7 +79,9 @@ def evaluate(
     data, split, external = evaluation_data(run_dir, clf, data_dir, split)
     if split not in data.splits:
         raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")
-    return evaluate_arrays(clf, data, split, Path(out) if out else run_dir / "eval", resamples, external)
+    # Another hospital's report goes beside the bundle's own test report, not over it.
+    default = run_dir / (f"eval-{Path(data.location or 'external').name}" if external else "eval")
+    return evaluate_arrays(clf, data, split, Path(out) if out else default, resamples, external)
 
 
 def evaluate_arrays(
@@ -118,7 +120,13 @@ def evaluate_arrays(
             "operating_point": operating,
             "seconds": out.seconds,
             "data_sha256_matches_card": not external and data_matches_card(data, card),
-            "external_data": {"folder": data.location, "images": len(y)} if external else None,
+            "external_data": {
+                "folder": data.location,
+                "images": len(y),
+                "also_in_training_folder": seen_in_training(clf, data),
+            }
+            if external
+            else None,
             **({"by_source": by_source} if by_source is not None else {}),
         }
     )
@@ -211,6 +219,16 @@ def evaluation_sections(
             f"External data: not the data this model was trained on. Evaluated on {evaluated_on(metrics)}; "
             "the table describes the training data. A class absent from it shows n/a.",
         )
+        overlap = metrics["external_data"].get("also_in_training_folder")
+        if overlap:
+            data_blocks.insert(
+                1,
+                f"Warning: {overlap} of these images are byte-identical to images in the folder the model was "
+                "trained from (any split): the figures here are not fully external.",
+            )
+    elif card.members and metrics["split"] != "test":
+        data_blocks.insert(0, f"Warning: the ensemble's members trained on the {metrics['split']} images (their "
+                              "folds were cut from train and val): these figures are in-sample.")  # fmt: skip
     elif not metrics["data_sha256_matches_card"]:
         data_blocks.insert(0, "Warning: the data evaluated here differs from what the model card recorded.")
     sections.append(Section("Data", data_blocks))

@@ -22,6 +22,7 @@ from cnnlab.bundle.data import bundle_data
 from cnnlab.choices import SPLITS
 from cnnlab.data.sources import ArrayDataset, pooled_per_image
 from cnnlab.errors import DataError
+from cnnlab.evaluation.by_source import NO_SOURCE
 from cnnlab.evaluation.metrics import clean
 from cnnlab.evaluation.shortcuts import (
     BORDER,
@@ -39,7 +40,6 @@ from cnnlab.progress import progress
 
 RESULT = "shortcuts.json"
 FIGURE = "shortcuts.png"
-NO_SOURCE = "(none)"
 
 
 @dataclass
