@@ -52,14 +52,20 @@ def write_index() -> Path:
         "figures; `results.json` beside each holds the measurements. Regenerate one with",
         "`cnnlab recipe run NAME --out runs/recipes/NAME && python docs/collect_recipe.py runs/recipes/NAME`.",
         "",
-        "| recipe | run | time | answer |",
-        "|---|---|---|---|",
+        "| recipe | question | data | run | time | answer |",
+        "|---|---|---|---|---|---|",
     ]
+    from cnnlab.recipebook import REGISTRY  # the recipes' own record of their question and data
+
     for results_file in sorted(DOCS.glob("*/results.json")):
         r = json.loads(results_file.read_text())
         kind = "quick (see the page)" if r["quick"] else "full"
         name = r["recipe"]
-        lines.append(f"| [{name}]({name}.md) | {kind} | {r['seconds']:.0f} s | {r['summary']} |")
+        recipe = REGISTRY[name]
+        lines.append(
+            f"| [{name}]({name}.md) | {recipe.seed} | {recipe.data or '-'} | {kind} | {r['seconds']:.0f} s "
+            f"| {r['summary']} |"
+        )
     index = DOCS / "README.md"
     index.write_text("\n".join(lines) + "\n")
     return index

@@ -3,6 +3,7 @@ augmentation, none at all), both runs' curves on one figure and a table of what 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def remedy_section(
     overlaid curves, and a reading of what changed, from the numbers."""
     found = {label: run_summary(run_dir) for label, run_dir in runs.items()}
     histories = {label: bundle.read_history(run_dir / bundle.HISTORY) for label, run_dir in runs.items()}
-    figure = ctx.path(f"{title.lower().replace(' ', '-')}-curves.png")
+    figure = ctx.path(re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") + "-curves.png")
     plot_curves_compared(histories, figure, question)
     rows = [
         [label, pct(r["test_accuracy"]), f"{pct(r['val_accuracy'])} (epoch {r['best_epoch']})",
