@@ -23,6 +23,8 @@ from cnnlab.recipebook.core import Answer, Context, pct, recipe, train_recipe, t
 from cnnlab.recipebook.remedies import remedy_section
 from cnnlab.tasks.explain import load_target
 
+CIFAR10_TRAIN = 50_000
+"""CIFAR-10's official training set: what the seed's accuracy was measured with."""
 QUICK_SMALL = {"data.limit_train": 2000, "data.limit_eval": 1000, "train.epochs": 3}
 """Digits and CIFAR in --quick: enough images and epochs for curves and a verdict, in seconds."""
 
@@ -83,13 +85,16 @@ def simple_cnn_mnist(ctx: Context) -> Answer:
 def vgg_mini_cifar10(ctx: Context) -> Answer:
     answer = _trained(ctx, "vgg-mini-cifar10", {**QUICK_SMALL, "data.limit_train": 1000}, "the VGG-style mini CNN")
     train_images = bundle.read_card(ctx.out / "run").data["splits"]["train"]
+    if train_images >= CIFAR10_TRAIN:
+        return answer
     answer.sections.insert(
         0,
         Section(
             "Why below the seed's figure",
             [
                 f"This run trains on {train_images:,} CIFAR-10 images (the copy beside cnnlab holds 800 per class); "
-                "the seed's figure of about 74% comes from all 50,000. With a sixth of the data the same network "
+                f"the seed's figure of about 74% comes from all {CIFAR10_TRAIN:,}. With "
+                f"{train_images / CIFAR10_TRAIN:.0%} of the data the same network "
                 "overfits sooner and tops out lower: more images, or augmentation (`--set data.augment=standard`), "
                 "is the first lever, not a different network. `--data-dir` to the full CIFAR-10 runs the seed's setup.",
             ],
