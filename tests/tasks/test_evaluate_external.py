@@ -160,7 +160,6 @@ def test_cli_scores_an_external_folder(bundle: Path, tmp_path: Path, capsys, mon
     assert "--data-dir ~/xrays-other-hospital" in " ".join(out.split()) and "all" in out
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "chest-xray").is_dir(), reason="needs ../shared/data/chest-xray")
 def test_real_chest_xrays_by_source(bundle: Path, tmp_path: Path) -> None:
     result = evaluate(bundle, split=ALL, data_dir=str(SHARED_DATA / "chest-xray"), out=tmp_path / "ev", resamples=0)
     by_source = result.metrics["by_source"]
