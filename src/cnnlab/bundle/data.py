@@ -175,9 +175,14 @@ class SplitOutputs:
     """Where each image came from (metadata.csv's `source`), when the data says."""
 
 
+def network_pixels(clf: Classifier, data: ArrayDataset, images: torch.Tensor) -> torch.Tensor:
+    """Images of `data` as the network's uint8 input (the loader may have fitted them already)."""
+    return clf.fit_pixels(images, already_fitted=data.fitted_crop is not None)
+
+
 def split_outputs(clf: Classifier, data: ArrayDataset, split: str) -> SplitOutputs:
     x, y = data.splits[split]
-    pixels = clf.fit_pixels(x, already_fitted=data.fitted_crop is not None)
+    pixels = network_pixels(clf, data, x)
     start = time.perf_counter()
     logits = clf.logits_from_pixels(pixels)
     seconds = time.perf_counter() - start

@@ -9,6 +9,7 @@ kernel whose bandwidth is the median pairwise distance, and a permutation p-valu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,20 @@ def reference_sample(
     return pooled_embedding(features), predicted
 
 
-def save_reference(run_dir: Path, embeddings: np.ndarray, predicted: np.ndarray) -> None:
+def save_reference(
+    run_dir: Path, embeddings: np.ndarray, predicted: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
+    """Write the reference sample beside the bundle; returns what the model card records of it."""
     data = save({"embeddings": embeddings.astype(np.float32), "predicted": predicted.astype(np.int64)})
     atomic_write_bytes(Path(run_dir) / REFERENCE, data)
+    counts = np.bincount(predicted, minlength=len(classes))
+    return {
+        "file": REFERENCE,
+        "split": "val",
+        "images": len(predicted),
+        "dimensions": int(embeddings.shape[1]),
+        "predicted_distribution": dict(zip(classes, (counts / counts.sum()).tolist(), strict=True)),
+    }
 
 
 def load_reference(run_dir: Path) -> dict[str, np.ndarray] | None:

@@ -22,8 +22,8 @@ from cnnlab.recipebook.xray_checks import (
     source_counts,
     source_table,
 )
-from cnnlab.tasks.calibrate import FitSet, calibrate
-from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval, load_out_of_fold
+from cnnlab.tasks.calibrate import calibrate
+from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval
 from cnnlab.tasks.evaluate import evaluate
 from cnnlab.tasks.explain import explain_files
 from cnnlab.tasks.export import export_model
@@ -104,21 +104,17 @@ def _gradcam(ctx: Context, run_dir: Path) -> tuple[Section, dict[str, Any]]:
     return Section("7. Explanations", text), {"gradcam_images": len(done)}
 
 
-def _calibration(ctx: Context, deployed: Path, crossval_dir: Path | None) -> tuple[Section, dict[str, Any]]:
-    """Calibration and the operating point, fitted on the out-of-fold predictions when a k-fold run
-    exists (many more images than the validation split), else on validation."""
+def _calibration(ctx: Context, deployed: Path) -> tuple[Section, dict[str, Any]]:
+    """Calibration and the operating point: `calibrate` fits an ensemble's on its folds' out-of-fold
+    predictions (many more images than the validation split, which its members trained on) and
+    reports it on test alone; a single model's on validation."""
     ctx.step("calibrating and choosing the operating point")
-    fit_on = None
-    if crossval_dir is not None:
-        oof = load_out_of_fold(crossval_dir)
-        fit_on = FitSet(oof.logits, oof.labels, oof.groups, oof.name)
-    cal = calibrate(deployed, "auto", positive=POSITIVE, target_sensitivity=TARGET_SENSITIVITY, fit_on=fit_on,
+    cal = calibrate(deployed, "auto", positive=POSITIVE, target_sensitivity=TARGET_SENSITIVITY,
                     resamples=200 if ctx.quick else 1000)  # fmt: skip
     assert cal.choice is not None
     choice = cal.choice
-    where = "the out-of-fold predictions" if fit_on is not None else "the validation split"
-    # The ensemble's members trained on the validation images: only test is held out for it.
-    shown = {split: s for split, s in cal.scores.items() if fit_on is None or split == "test"}
+    where = "the out-of-fold predictions" if cal.fitted_on == "out-of-fold" else "the validation split"
+    shown = cal.scores
     nll = ", ".join(f"{m} {fmt(v)}" for m, v in choice.heldout_nll.items())
     blocks: list[Any] = [
         f"`cnnlab calibrate --method auto` fits none, temperature and vector scaling on {choice.images} images of "
@@ -278,7 +274,7 @@ def xray_triage(ctx: Context) -> Answer:
             ],
         )
     )
-    deployed, crossval_dir = run_dir, None
+    deployed = run_dir
     if ctx.folds:
         section, found, crossval_dir = _crossval(ctx, cfg)
         sections.append(section)
@@ -286,7 +282,7 @@ def xray_triage(ctx: Context) -> Answer:
         deployed = crossval_dir / "ensemble"
     results["deployed"] = deployed.relative_to(ctx.out).as_posix()
 
-    section, found = _calibration(ctx, deployed, crossval_dir)
+    section, found = _calibration(ctx, deployed)
     sections.append(section)
     results.update(found)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.config import Config
-from cnnlab.data.folder import scan_folder
+from cnnlab.data.cache import scan_folder_cached
 from cnnlab.data.sources import locate
 from cnnlab.evaluation.by_source import NO_SOURCE
 from cnnlab.evaluation.report import Figure, Table, fmt, with_interval
@@ -21,7 +21,7 @@ def source_counts(ctx: Context) -> dict[str, dict[str, int]]:
     """Images per source and class, from metadata.csv (source -> class -> count)."""
     root, _ = locate("chest-xray", ctx.data_dir)
     assert root is not None  # the data section just read it
-    counts = Counter((e.source or NO_SOURCE, e.label) for e in scan_folder(root, check=False).ok)
+    counts = Counter((e.source or NO_SOURCE, e.label) for e in scan_folder_cached(root).ok)  # verified once
     out: dict[str, dict[str, int]] = {}
     for (source, label), n in sorted(counts.items()):
         out.setdefault(source, {})[label] = n

@@ -21,7 +21,7 @@ from safetensors.torch import save as save_safetensors
 from cnnlab import __version__, bundle
 from cnnlab.bundle.card import ModelCard, read_card
 from cnnlab.bundle.classifier import Classifier, load
-from cnnlab.bundle.data import bundle_data, split_outputs
+from cnnlab.bundle.data import bundle_data, network_pixels, split_outputs
 from cnnlab.bundle.ensemble import assemble, member_cam_layer
 from cnnlab.config import Config, DataConfig, load_config
 from cnnlab.data.folder import GROUP_COLUMNS
@@ -30,7 +30,7 @@ from cnnlab.data.resplit import without_test
 from cnnlab.data.sources import load_source, pooled
 from cnnlab.data.splits import check_no_group_leak, fold_splits
 from cnnlab.errors import DataError
-from cnnlab.evaluation.drift import REFERENCE, reference_sample, save_reference
+from cnnlab.evaluation.drift import reference_sample, save_reference
 from cnnlab.evaluation.metrics import classification_metrics, clean
 from cnnlab.fileio import atomic_write_bytes, atomic_write_json, write_csv
 from cnnlab.models import get_spec
@@ -345,10 +345,9 @@ def build_ensemble(fold_dirs: list[Path], members: list[Classifier], out: Path) 
     test = split_outputs(clf, data, "test")
     scores = classification_metrics(test.labels, clf.calibrated(test.logits).numpy(), clf.classes)
     mean, std = stats_tensors(prep.mean, prep.std)
-    val = clf.fit_pixels(data.splits["val"][0], already_fitted=data.fitted_crop is not None)
-    embeddings, predicted = reference_sample(model, val, mean, std, first.binary, cfg.train.seed)
-    save_reference(out, embeddings, predicted)
-    counts = np.bincount(predicted, minlength=len(first.classes))
+    val = network_pixels(clf, data, data.splits["val"][0])
+    sample = reference_sample(model, val, mean, std, first.binary, cfg.train.seed)
+    reference = save_reference(out, *sample, first.classes)
     card = card.with_changes(
         metrics={
             "test_accuracy": scores["accuracy"],
@@ -364,13 +363,7 @@ def build_ensemble(fold_dirs: list[Path], members: list[Classifier], out: Path) 
             "train_seconds": sum(c.training.get("train_seconds", 0.0) for c in cards),
         },
         data=data_summary(data),
-        reference={
-            "file": REFERENCE,
-            "split": "val",
-            "images": len(predicted),
-            "dimensions": int(embeddings.shape[1]),
-            "predicted_distribution": dict(zip(first.classes, (counts / counts.sum()).tolist(), strict=True)),
-        },
+        reference=reference,
         cnnlab_version=__version__,
         torch_version=torch.__version__,
         python=platform.python_version(),

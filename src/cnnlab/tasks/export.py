@@ -10,7 +10,7 @@ import torch
 
 from cnnlab.bundle.backends import EXPORT_DIR
 from cnnlab.bundle.classifier import Classifier, load
-from cnnlab.bundle.data import bundle_data
+from cnnlab.bundle.data import bundle_data, network_pixels
 from cnnlab.choices import EXPORT_FILENAMES
 from cnnlab.errors import DataError
 from cnnlab.export.onnx import Format, Parity, export_classifier
@@ -62,4 +62,4 @@ def parity_pixels(run_dir: Path, clf: Classifier, samples: int, data_dir: str | 
     data = bundle_data(run_dir, clf, data_dir)
     x = data.splits["test"][0]
     idx = np.linspace(0, len(x) - 1, min(samples, len(x))).round().astype(int)
-    return clf.fit_pixels(x[torch.from_numpy(idx)], already_fitted=data.fitted_crop is not None)
+    return network_pixels(clf, data, x[torch.from_numpy(idx)])

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from cnnlab.bundle.classifier import Classifier, load
-from cnnlab.bundle.data import bundle_data
+from cnnlab.bundle.data import bundle_data, network_pixels
 from cnnlab.choices import SPLITS
 from cnnlab.data.sources import ArrayDataset, pooled_per_image
 from cnnlab.errors import DataError
@@ -63,10 +63,6 @@ class ShortcutSummary:
     """shortcuts.json as written."""
 
 
-def _pixels(clf: Classifier, data: ArrayDataset, x: torch.Tensor) -> torch.Tensor:
-    return clf.fit_pixels(x, already_fitted=data.fitted_crop is not None)
-
-
 def embed_all(
     clf: Classifier, data: ArrayDataset, batch_size: int = 64, console: Console | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +73,7 @@ def embed_all(
         for name in SPLITS:
             x, _ = data.splits[name]
             for start in range(0, len(x), batch_size):
-                _, emb = clf.proba_and_embedding(_pixels(clf, data, x[start : start + batch_size]))
+                _, emb = clf.proba_and_embedding(network_pixels(clf, data, x[start : start + batch_size]))
                 embeddings.append(np.asarray(emb, dtype=np.float32))
                 advance(len(emb))
     labels = torch.cat([data.splits[name][1] for name in SPLITS]).numpy()
@@ -125,7 +121,7 @@ def cam_pass(
             progress(console, "Grad-CAM", len(x)) as advance,
         ):
             for start in range(0, len(x), batch_size):
-                pixels = _pixels(clf, data, x[start : start + batch_size])
+                pixels = network_pixels(clf, data, x[start : start + batch_size])
                 heat, logits = cam.explain(clf.normalized(pixels))
                 heat = heat[:, top : top + rh, left : left + rw]
                 grey = pixels[:, :, top : top + rh, left : left + rw].float().mean(dim=1).numpy()

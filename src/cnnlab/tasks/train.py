@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -30,7 +29,7 @@ from cnnlab.engine.loop import evaluate_epoch
 from cnnlab.engine.losses import make_loss
 from cnnlab.errors import DataError, ModelError
 from cnnlab.evaluation.diagnosis import diagnose
-from cnnlab.evaluation.drift import REFERENCE, reference_sample, save_reference
+from cnnlab.evaluation.drift import reference_sample, save_reference
 from cnnlab.evaluation.figures import plot_curves
 from cnnlab.models import ModelSpec, create_model, get_spec
 from cnnlab.models.factory import find_cam_layer
@@ -161,9 +160,8 @@ def train(
     bundle.write_history(out / bundle.HISTORY, result.history, HISTORY_FIELDS)
     weights_sha = bundle.save_weights(model.state_dict(), out / bundle.WEIGHTS)
     # What a deployed model's inputs are later compared with (drift, `cnnlab serve`'s /v1/monitor).
-    ref_embeddings, ref_predicted = reference_sample(model, splits["val"][0], mean, std, spec.binary, tc.seed)
-    save_reference(out, ref_embeddings, ref_predicted)
-    ref_counts = np.bincount(ref_predicted, minlength=len(data.classes))
+    sample = reference_sample(model, splits["val"][0], mean, std, spec.binary, tc.seed)
+    reference = save_reference(out, *sample, data.classes)
     card = ModelCard(
         name=cfg.name,
         architecture=spec.name,
@@ -200,13 +198,7 @@ def train(
             "processes": rank.world,
         },
         data=data_summary(data),
-        reference={
-            "file": REFERENCE,
-            "split": "val",
-            "images": len(ref_predicted),
-            "dimensions": int(ref_embeddings.shape[1]),
-            "predicted_distribution": dict(zip(data.classes, (ref_counts / ref_counts.sum()).tolist(), strict=True)),
-        },
+        reference=reference,
         cnnlab_version=__version__,
         torch_version=torch.__version__,
         python=platform.python_version(),
