@@ -98,6 +98,97 @@ def lenet5(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     return SequentialCNN(features, neck, num_classes, in_chans, input_size)
 
 
+LENET5_C3_CONNECTIONS: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)  # fmt: skip
+"""Table I of LeCun, Bottou, Bengio and Haffner (1998): the S2 maps each of C3's 16 maps reads.
+Six read 3 neighbouring maps, six read 4 neighbouring, three read 4 non-neighbouring, one reads
+all six: 60 of the 96 possible connections, so that different maps are forced to learn
+different features (and, in 1998, to save computation)."""
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A convolution whose output map `o` reads only the input maps `connections[o]`.
+
+    The weight keeps its dense shape (so every tool that knows nn.Conv2d reads it) and is
+    multiplied by a fixed 0/1 mask in the forward pass: unconnected weights then receive a zero
+    gradient and, zeroed at construction, stay zero under any optimizer step."""
+
+    def __init__(self, in_channels: int, connections: tuple[tuple[int, ...], ...], kernel_size: int) -> None:
+        super().__init__(in_channels, len(connections), kernel_size)
+        mask = torch.zeros(len(connections), in_channels, 1, 1)
+        for out, inputs in enumerate(connections):
+            mask[out, list(inputs)] = 1.0
+        self.register_buffer("mask", mask)
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+    @property
+    def connections(self) -> int:
+        return int(self.mask.sum())
+
+    def effective_parameters(self) -> int:
+        """Weights that can be non-zero plus biases (the paper's count of trainable parameters)."""
+        kh, kw = self.kernel_size
+        return self.connections * kh * kw + (self.bias.numel() if self.bias is not None else 0)
+
+
+def effective_parameters(module: nn.Module) -> int:
+    """Trainable parameters of `module`, masked weights of its MaskedConv2d layers excluded."""
+    total = sum(p.numel() for p in module.parameters())
+    for m in module.modules():
+        if isinstance(m, MaskedConv2d):
+            total -= sum(p.numel() for p in m.parameters(recurse=False)) - m.effective_parameters()
+    return total
+
+
+@register_model(
+    "lenet5_sparse",
+    input_size=32,
+    in_chans=1,
+    mean=(),
+    std=(),
+    cam_layer="features.c3",
+    min_input_size=32,
+    description="LeNet-5 as published: C3 reads 60 of the 96 S2->C3 map pairs (Table I of LeCun et al. 1998), "
+    "60,806 effective parameters at 32x32",
+)
+def lenet5_sparse(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    model = lenet5(num_classes, in_chans, input_size)
+    model.features.c3 = MaskedConv2d(6, LENET5_C3_CONNECTIONS, 5)
+    return model
+
+
+@register_model(
+    "mlp",
+    input_size=28,
+    in_chans=1,
+    mean=(),
+    std=(),
+    cam_layer="features.unflatten",
+    description="Fully connected 300-100 network (LeCun et al. 1998's dense baseline), ReLU; no spatial map, "
+    "so Grad-CAM has nothing to explain",
+)
+def mlp(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
+    # The dense 'trunk' ends in a 1x1 map so the model answers the same contract as the CNNs
+    # (forward_features is 4-D, the CAM layer exists); `explain` then says there is no spatial map.
+    features = _seq(
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(in_chans * input_size * input_size, 300)),
+        ("act1", nn.ReLU(inplace=True)),
+        ("fc2", nn.Linear(300, 100)),
+        ("act2", nn.ReLU(inplace=True)),
+        ("unflatten", nn.Unflatten(1, (100, 1, 1))),
+    )
+    return SequentialCNN(features, [], num_classes, in_chans, input_size)
+
+
 @register_model(
     "simple_cnn",
     input_size=28,
