@@ -13,7 +13,8 @@ from cnnlab.explain.summary import layer_table
 from cnnlab.models import create_model
 from cnnlab.models.classic import LENET5_C3_CONNECTIONS, MaskedConv2d, effective_parameters
 from cnnlab.recipebook import read_results, run_recipe
-from cnnlab.recipebook.anatomy import conv_grid, lenet_rows, measure_conv, stack_comparison
+from cnnlab.recipebook.anatomy import lenet_rows
+from cnnlab.recipebook.kernels import conv_grid, measure_conv, stack_comparison
 
 
 def _contiguous(inputs: tuple[int, ...]) -> bool:
