@@ -135,10 +135,16 @@ class TrainConfig:
     monitor: Literal["val_loss", "val_acc", "val_auc"] = "val_loss"
     """What chooses the kept epoch and drives early stopping: validation loss, accuracy or macro
     one-vs-rest ROC AUC (ties broken by the loss). A triage model is better chosen by its AUC."""
+    device: str = "auto"
+    """Where to train: auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N. In a
+    data-parallel job each process takes the GPU of its LOCAL_RANK. `--device` sets it."""
     channels_last: bool = True
-    """NHWC memory layout; measurably faster for convolutions on this CPU class."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16 autocast: about 2x on CPUs with AVX-512 BF16; costs a little accuracy (bench)."""
+    """NHWC memory layout; measurably faster for convolutions on the CPU and on tensor-core GPUs."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast precision. auto: bf16 on a CPU with native BF16 units (AVX512-BF16/AMX, detected at
+    run time; about 2x, costs a little accuracy: bench), fp32 on a CPU without them (emulated bf16 is
+    slow); on CUDA bf16 where the GPU has it, else fp16 with loss scaling. fp16 needs a GPU.
+    The model card records what was used."""
     compile: bool = False
     """torch.compile the model: helps LeNet-5, slows small CNNs, costs 20+ s cold."""
     threads: int | None = None

@@ -1,7 +1,9 @@
 """`Classifier`: a bundle's model with the preprocessing and calibration its card describes.
 
 `load(run_dir)` builds one from the card alone, so the preprocessing every later step and the
-service apply is, by construction, the one training used.
+service apply is, by construction, the one training used. `load(run_dir, device=...)` puts the
+model on any device (weights are device-free safetensors); inputs go to it and answers come back
+to the CPU, so callers never see the device.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from cnnlab.bundle.card import ModelCard, read_card
 from cnnlab.bundle.weights import load_model
 from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import Preprocessing, fit_all, image_to_input, normalize, stats_tensors
+from cnnlab.engine.device import device_name, module_device, resolve_device, to_device
 from cnnlab.errors import DataError
 from cnnlab.evaluation.operating import operating_decision
 from cnnlab.explain.cam import METHODS, CamExplainer, heat_on_image, resolve_cam_layer
@@ -40,12 +43,19 @@ class Prediction:
 class Classifier:
     """A bundle's model behind one interface, run by torch eager, `torch.compile` or ONNX Runtime.
 
-    Every backend gets the same pixels and applies the card's calibration the same way."""
+    Every backend gets the same pixels and applies the card's calibration the same way. The model
+    runs on `device` (default: where it already is); ONNX Runtime runs on the CPU."""
 
     def __init__(
-        self, model: torch.nn.Module, card: ModelCard, run_dir: Path | None = None, backend: str = "torch"
+        self,
+        model: torch.nn.Module,
+        card: ModelCard,
+        run_dir: Path | None = None,
+        backend: str = "torch",
+        device: torch.device | str | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.device = resolve_device(device) if device is not None else module_device(model)
+        self.model = model.to(self.device).eval()
         self.card = card
         self.run_dir = run_dir
         self.classes: list[str] = list(card.classes)
@@ -57,6 +67,12 @@ class Classifier:
         self._mean, self._std = stats_tensors(self.preprocessing.mean, self.preprocessing.std)
         self.backend = backend
         self._run, self._embedded = backend_runner(backend, self.model, run_dir, card)
+        self._input_device = torch.device("cpu") if backend == "onnx" else self.device
+
+    @property
+    def device_name(self) -> str:
+        """`cpu` or `cuda:0 (NVIDIA H200)`: where this classifier's network runs."""
+        return "cpu (ONNX Runtime)" if self.backend == "onnx" else device_name(self.device)
 
     def normalized(self, pixels: torch.Tensor) -> torch.Tensor:
         return normalize(pixels, self._mean, self._std)
@@ -83,7 +99,8 @@ class Classifier:
         return torch.cat(outs) if outs else torch.empty(0, width)
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._run(pixels if self._embedded else self.normalized(pixels)).float()
+        x = pixels if self._embedded else self.normalized(pixels)
+        return self._run(to_device(x, self._input_device)).float().cpu()
 
     def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities from raw logits with the card's calibration (temperature or vector scaling)."""
@@ -96,9 +113,9 @@ class Classifier:
     def proba_and_embedding(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities and the penultimate-layer embedding (the trunk's output, averaged
         over space) of uint8 network-ready pixels, from one forward pass (eager torch model)."""
-        features = self.model.forward_features(self.normalized(pixels))
-        logits = self.model.forward_head(features).float()
-        return self.calibrated(logits).numpy(), pooled_embedding(features)
+        features = self.model.forward_features(to_device(self.normalized(pixels), self.device))
+        logits = self.model.forward_head(features).float().cpu()
+        return self.calibrated(logits).numpy(), pooled_embedding(features.cpu())
 
     def predict_proba(self, images: Any) -> np.ndarray:
         """(N, num_classes) probabilities, calibrated when the card holds a calibration."""
@@ -155,11 +172,14 @@ def _as_list(images: Any) -> list[Any]:
     return [images]
 
 
-def load(run_dir: str | Path, backend: str = "torch") -> Classifier:
+def load(run_dir: str | Path, backend: str = "torch", device: torch.device | str | None = "auto") -> Classifier:
     """The bundle at `run_dir` as a Classifier, built from its model card alone.
 
     `backend`: torch (eager), compile (`torch.compile`), or onnx (ONNX Runtime on the bundle's
-    `cnnlab export` output, refused unless its parity check passed for these exact weights)."""
+    `cnnlab export` output, refused unless its parity check passed for these exact weights).
+    `device`: auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N; weights saved
+    on any device load on any other."""
     run_dir = Path(run_dir)
+    where = resolve_device(device)  # a GPU that is not there fails before the weights are read
     card = read_card(run_dir)
-    return Classifier(load_model(run_dir, card), card, run_dir, backend)
+    return Classifier(load_model(run_dir, card), card, run_dir, backend, where)

@@ -14,20 +14,22 @@ from torch import nn
 from cnnlab.bundle.card import ModelCard
 from cnnlab.bundle.ensemble import empty_ensemble
 from cnnlab.bundle.layout import WEIGHTS
+from cnnlab.engine.device import resolve_device
 from cnnlab.errors import BundleError
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.models import create_model
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> str:
-    """Write safetensors weights atomically; returns their sha256."""
-    data = save_safetensors({k: v.detach().contiguous() for k, v in state_dict.items()})
+    """Write safetensors weights atomically; returns their sha256. The tensors are written from the
+    CPU whatever device trained them: the file holds no device, and loads on any."""
+    data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
 def load_state(run_dir: Path, card: ModelCard) -> dict[str, torch.Tensor]:
-    """The bundle's weights, after checking them against the sha256 in the card."""
+    """The bundle's weights (CPU tensors), after checking them against the sha256 in the card."""
     path = Path(run_dir) / WEIGHTS
     if not path.is_file():
         raise BundleError(f"{run_dir}: {WEIGHTS} is missing")
@@ -37,8 +39,9 @@ def load_state(run_dir: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     return load_safetensors(data)
 
 
-def load_model(run_dir: Path, card: ModelCard) -> nn.Module:
-    """The card's model with the bundle's weights: one network, or an ensemble of `card.members`."""
+def load_model(run_dir: Path, card: ModelCard, device: torch.device | str | None = None) -> nn.Module:
+    """The card's model with the bundle's weights: one network, or an ensemble of `card.members`;
+    on `device` when given (a `torch.device` or a name `engine.device` resolves), else the CPU."""
     if card.members:
         size = card.input_size[0]
         model: nn.Module = empty_ensemble(card.architecture, card.members, card.num_classes, card.in_chans, size)
@@ -51,4 +54,6 @@ def load_model(run_dir: Path, card: ModelCard) -> nn.Module:
             f"{run_dir}: weights do not fit {card.architecture} "
             f"(missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
         )
+    if device is not None:
+        model = model.to(resolve_device(device))
     return model.eval()

@@ -30,6 +30,14 @@ SetOpt = Annotated[
     typer.Option("--set", metavar="KEY=VALUE", help="Override any config key, e.g. --set optim.lr=3e-4 (repeatable)."),
 ]
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Folder holding the data set's files.")]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        metavar="auto|cpu|cuda|cuda:N",
+        help="Where the network runs: auto (default: a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N.",
+    ),
+]
 
 
 def one_of(choices: Any) -> str:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import CALIBRATION_METHODS, SPLITS
-from cnnlab.cli.common import DataDirOpt, choice_metavar, console, one_of
+from cnnlab.cli.common import DataDirOpt, DeviceOpt, choice_metavar, console, one_of
 
 app = typer.Typer()
 
@@ -43,6 +43,7 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option("--out", help="Report folder (default: RUN/eval; external data: RUN/eval-FOLDER).")
     ] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Clinical metrics with 95% intervals, calibration, the operating point and a self-contained report.
 
@@ -52,7 +53,7 @@ def evaluate(
     from cnnlab.evaluation.report import fmt, with_interval
     from cnnlab.tasks.evaluate import evaluate as run_evaluation
 
-    result = run_evaluation(run, split=split, data_dir=data_dir, out=out, resamples=bootstrap)
+    result = run_evaluation(run, split=split, data_dir=data_dir, out=out, resamples=bootstrap, device=device)
     m, split = result.metrics, result.split
     ci = m["intervals"] or {}
     console.print(
@@ -135,6 +136,7 @@ def calibrate(
         float | None, typer.Option(help="Highest threshold reaching this sensitivity (default: Youden's J).")
     ] = None,
     data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Calibrate probabilities on the validation split and store them (and an operating point) in the card.
 
@@ -143,7 +145,7 @@ def calibrate(
     from cnnlab.evaluation.report import fmt, with_interval
     from cnnlab.tasks.calibrate import calibrate as run_calibration
 
-    result = run_calibration(run, method, positive, target_sensitivity, data_dir)
+    result = run_calibration(run, method, positive, target_sensitivity, data_dir, device=device)
     fit_name = "validation" if result.fitted_on == "val" else result.fitted_on
     if result.choice is not None:
         cal, choice = result.calibration, result.choice

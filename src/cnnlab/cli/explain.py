@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import CAM_METHODS
-from cnnlab.cli.common import EXIT_CODES, choice_metavar, console, err, exit_for, one_of
+from cnnlab.cli.common import EXIT_CODES, DeviceOpt, choice_metavar, console, err, exit_for, one_of
 
 app = typer.Typer()
 TargetArg = Annotated[str, typer.Argument(help="A run bundle, or a model name (random initialisation).")]
@@ -71,6 +71,7 @@ def explain(
         bool, typer.Option("--faithfulness", help="Score the maps by deletion/insertion against random maps.")
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for the overlays.")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Heat-map overlays with the predicted label and calibrated probability; per-file errors.
 
@@ -78,7 +79,7 @@ def explain(
     (to stderr) every tenth of the images or 30 s."""
     from cnnlab.tasks.explain import explain_folder
 
-    report = explain_folder(run, path, method, class_, layer, batch_size, faithful, out, console=err)
+    report = explain_folder(run, path, method, class_, layer, batch_size, faithful, out, console=err, device=device)
     files = len(report.results)
     table = Table("file", "class", "probability", "overlay / error", title=f"{method} on {run.name}")
     for r in report.results:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cnnlab.choices import EXPORT_FILENAMES
-from cnnlab.cli.common import DataDirOpt, choice_metavar, console, one_of
+from cnnlab.cli.common import DataDirOpt, DeviceOpt, choice_metavar, console, one_of
 
 app = typer.Typer()
 FORMATS = list(EXPORT_FILENAMES)
@@ -36,13 +36,14 @@ def export(
         ),
     ] = 256,
     data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Export for fast inference, with the preprocessing contract and a parity check on test images."""
     from cnnlab.tasks.export import export_model
 
     path, parity = export_model(
         run, format, opset=opset, dynamic_batch=dynamic_batch, embed_preprocessing=embed_preprocessing,
-        samples=samples, data_dir=data_dir,
+        samples=samples, data_dir=data_dir, device=device,
     )  # fmt: skip
     inputs = f"{parity.samples} test images" if samples else f"{parity.samples} random images"
     console.print(

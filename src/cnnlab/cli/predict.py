@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import BACKENDS
-from cnnlab.cli.common import EXIT_CODES, choice_metavar, console, err, exit_for, one_of
+from cnnlab.cli.common import EXIT_CODES, DeviceOpt, choice_metavar, console, err, exit_for, one_of
 from cnnlab.errors import CnnlabError
 
 app = typer.Typer()
@@ -37,6 +37,7 @@ def predict(
     ] = "table",
     explain: Annotated[bool, typer.Option("--explain", help="Write Grad-CAM overlays.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for --explain overlays.")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Predict image files; unreadable files are reported one by one and the rest still run.
 
@@ -46,7 +47,7 @@ def predict(
 
     if format not in FORMATS:
         raise CnnlabError(f"--format must be {one_of(FORMATS)}, not '{format}'")
-    result = run_prediction(run, paths, backend, explain=explain, out=out, console=err)
+    result = run_prediction(run, paths, backend, explain=explain, out=out, console=err, device=device)
     k = max(1, min(topk, len(result.classes)))
     point = result.operating_point
     rows = [_row(r, k, point) for r in result.results]

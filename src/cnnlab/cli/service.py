@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import ROLES
-from cnnlab.cli.common import console, err, one_of, require_db_driver, require_extra
+from cnnlab.cli.common import DeviceOpt, console, err, one_of, require_db_driver, require_extra
 from cnnlab.errors import CnnlabError
 
 app = typer.Typer()
@@ -84,6 +84,7 @@ def serve(
             "--rate-limit", help="Requests per minute per API key, across workers (0: no limit; default 120)."
         ),
     ] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback and a review queue (API keys needed)."""
     _needs_service("cnnlab serve", db)
@@ -101,6 +102,8 @@ def serve(
         if path is not None and not path.is_file():
             raise CnnlabError(f"{path}: no such file")
     limits = {} if rate_limit is None else {"rate_limit_per_minute": rate_limit}
+    if device is not None:
+        limits["device"] = device
     settings = _serve_settings(
         state_dir, db, runs=runs, host=host, port=port, review_threshold=review_threshold, **limits
     )
@@ -109,7 +112,7 @@ def serve(
     scheme = "https" if ssl_certfile else "http"
     names = ", ".join(f"{m.name}@{m.version}" for m in application.state.models.all())
     err.print(
-        f"serving {names} on {scheme}://{host}:{port} (state in {state_dir}); "
+        f"serving {names} on {scheme}://{host}:{port} on {application.state.models.device} (state in {state_dir}); "
         f"create a key: cnnlab keys create --role clinician --state-dir {state_dir}"
     )
     if workers > 1:  # each worker builds its own app from the same settings, passed by environment

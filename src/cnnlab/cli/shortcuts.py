@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import SPLITS
-from cnnlab.cli.common import DataDirOpt, choice_metavar, console, err, one_of
+from cnnlab.cli.common import DataDirOpt, DeviceOpt, choice_metavar, console, err, one_of
 
 app = typer.Typer()
 
@@ -27,6 +27,7 @@ def shortcuts(
         str, typer.Option(metavar=choice_metavar(SPLITS), help=f"Split for the Grad-CAM maps: {one_of(SPLITS)}.")
     ] = "test",
     out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default: RUN/shortcuts).")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Shortcut checks: a linear probe of each image's source (hospital, scanner) on the frozen
     embedding, within each class of two or more sources, and how much Grad-CAM attribution lies on
@@ -35,7 +36,7 @@ def shortcuts(
     Needs metadata.csv's `source` column. Writes shortcuts.json and shortcuts.png."""
     from cnnlab.tasks.shortcuts import shortcut_checks
 
-    result = shortcut_checks(run, data_dir=data_dir, split=split, out=out, console=err)
+    result = shortcut_checks(run, data_dir=data_dir, split=split, out=out, console=err, device=device)
     probe = result.probe
     table = Table("images", "sources", "balanced accuracy (95% CI)", "chance", "accuracy", "majority share",
                   title=f"source probe on the embedding ({probe.overall.folds} folds by {probe.unit})")  # fmt: skip

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cnnlab.choices import AUGMENT_PRESETS
-from cnnlab.cli.common import DataDirOpt, OutOpt, OverwriteOpt, SetOpt, choice_metavar, console, err
+from cnnlab.cli.common import DataDirOpt, DeviceOpt, OutOpt, OverwriteOpt, SetOpt, choice_metavar, console, err
 from cnnlab.errors import CnnlabError, ConfigError
 
 app = typer.Typer()
@@ -92,6 +92,7 @@ def train(
             "writes lr_find.png and lr_find.json to --out (default runs/NAME-lr-find), no bundle.",
         ),
     ] = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Train a model from a training recipe and/or options; writes a run bundle.
 
@@ -116,6 +117,7 @@ def train(
         "data.data_dir": data_dir,
         "data.augment": augment,
         "optim.class_weights": class_weights,
+        "train.device": device,
     }
     values = {k: v for k, v in shortcuts.items() if v is not None}
     if download:
@@ -129,6 +131,9 @@ def train(
         _find_lr(cfg, out, overwrite)
         return
     if nproc != 1:
+        from cnnlab.engine.device import resolve_device
+
+        resolve_device(cfg.train.device)  # a GPU that is not there fails here, before any process starts
         _launch_processes(cfg, nproc, out or Path("runs") / cfg.name, overwrite, resume)
         return
     try:
@@ -236,12 +241,13 @@ def crossval(
     set_: SetOpt = None,
     out: OutOpt = None,
     overwrite: OverwriteOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Stratified (patient-grouped) K-fold cross-validation: one bundle per fold, every metric per fold, mean +/- std.
 
     Out-of-fold predictions go to oof_predictions.csv, their raw logits to oof_logits.safetensors
     (groups in oof_groups.csv). Rerunning continues an interrupted run."""
-    cfg = load_training_recipe(recipe, overrides=set_ or [])
+    cfg = load_training_recipe(recipe, overrides=set_ or [], values={"train.device": device} if device else None)
     if by_source:
         if ensemble or group_by is not None:
             raise CnnlabError("--by-source holds out whole sources: it takes neither --ensemble nor --group-by")

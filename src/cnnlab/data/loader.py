@@ -1,5 +1,8 @@
 """Batches straight from in-memory uint8 tensors: one gather and one fused normalise per batch,
-no per-sample Python, no worker processes (which cost more than they save for small images)."""
+no per-sample Python, no worker processes (which cost more than they save for small images).
+
+For a GPU (`device`), each batch leaves as uint8 from pinned memory without waiting (a quarter of
+float32's bytes) and is normalised and mixed on the GPU; on the CPU nothing moves."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ class TensorBatches:
         mix: Mix | None = None,
         rank: int = 0,
         world: int = 1,
+        device: torch.device | str | None = None,
     ) -> None:
         """`balanced`: each epoch draws N samples with every class equally likely (with
         replacement); `augment` runs on uint8 pixels, `mix` on the normalised batch.
@@ -48,7 +52,9 @@ class TensorBatches:
         self.augment = augment
         self.mix = mix
         self.rank, self.world = rank, world
+        self.device = torch.device(device) if device is not None else None
         self.epoch = 0
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """The shuffle order is a function of (seed, epoch), so a resumed run sees the same batches."""
@@ -100,7 +106,22 @@ class TensorBatches:
                 x, y = self.images[idx_t], self.labels[idx_t]
             if self.augment is not None:
                 x = self.augment(x)
-            x = normalize(x, self.mean, self.std, self.channels_last)
+            mean, std = self.mean, self.std
+            if self.device is not None and self.device.type != "cpu":
+                x, y = self._to_device(x), self._to_device(y)
+                mean, std = self._stats_on(self.device)
+            x = normalize(x, mean, std, self.channels_last)
             if self.mix is not None:
                 x, y = self.mix(x, y)
             yield x, y
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        assert self.device is not None
+        if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's compute
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._stats:
+            self._stats[device] = (self.mean.to(device), self.std.to(device))
+        return self._stats[device]

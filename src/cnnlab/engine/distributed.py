@@ -40,17 +40,26 @@ class Rank:
         return self.world > 1
 
 
-def setup() -> Rank:
-    """Join the job torchrun started (idempotent); a plain process is rank 0 of 1."""
+def setup(device: torch.device | None = None) -> Rank:
+    """Join the job torchrun started (idempotent); a plain process is rank 0 of 1. The backend
+    follows where this process trains: NCCL on its own GPU (`device`, the GPU of its LOCAL_RANK as
+    `engine.device.placement` resolves it), gloo on the CPU. None: the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Rank()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend, timeout=TIMEOUT)
+        cuda = device is not None and device.type == "cuda"
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
     return Rank(dist.get_rank(), dist.get_world_size())
+
+
+def _collective_device() -> torch.device:
+    """NCCL reduces tensors on the process's GPU only; gloo on the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def current() -> Rank:
@@ -63,9 +72,9 @@ def sum_across(values: Sequence[float]) -> list[float]:
     """Element-wise sum over every rank (the values themselves in a single process)."""
     if not current().active:
         return [float(v) for v in values]
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def gather_across(t: torch.Tensor) -> torch.Tensor:
@@ -102,13 +111,15 @@ def wrap(net: nn.Module, sync_bn: bool = False) -> nn.Module:
     train in this stage take part in the gradient all-reduce."""
     if not current().active:
         return net
+    first = next(net.parameters(), None)
+    on_gpu = first is not None and first.device.type == "cuda"
     if sync_bn:
-        if not torch.cuda.is_available():
+        if not on_gpu:
             raise CnnlabError("train.sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU")
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     if not any(p.requires_grad for p in net.parameters()):
         return net
-    device_ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+    device_ids = [first.device.index] if on_gpu and first is not None else None
     # An auxiliary head (Inception) is unused when its trunk is frozen or at small inputs.
     unused = any("aux" in name.lower() for name, _ in net.named_modules())
     return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=unused)

@@ -30,6 +30,7 @@ from cnnlab.engine.callbacks import (
     TrainingState,
 )
 from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.device import Placement, configure, grad_scaler, placement
 from cnnlab.engine.loop import NonFiniteLoss, evaluate_epoch, train_one_epoch
 from cnnlab.engine.losses import balanced_class_weights, make_loss
 from cnnlab.engine.monitor import DESCRIPTIONS, macro_auc, selection_key
@@ -94,8 +95,10 @@ def fit(
     resume: bool = False,
     console: Console | None = None,
     callbacks: Sequence[Callback] = (),
+    where: Placement | None = None,
 ) -> FitResult:
     """Train through the config's stages (one `all` stage by default), keeping the best weights.
+    The model moves to `where`'s device (default: `train.device` and `train.precision` resolved).
 
     After each epoch run, in order: early stopping (every rank, so all skip a stage together),
     checkpointing and `callbacks` (a user's logger, the bundle's history file; rank 0 only), then
@@ -104,8 +107,13 @@ def fit(
     console = console or Console(quiet=True)
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    where = where or placement(tc.device, tc.precision)
+    configure(where.device)
+    model = model.to(where.device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    precision = where.precision
+    scaler = grad_scaler(precision, where.device)  # one for the whole run: its scale carries over
     stages = tc.resolved_stages()
     plan = [(i, e) for i, stage in enumerate(stages) for e in range(stage.epochs)]
     weights = balanced_class_weights(train.labels, num_classes) if oc.class_weights == "auto" else None
@@ -132,7 +140,7 @@ def fit(
         if index == state.skip_stage:
             continue
         if stage is None or stage.index != index:
-            stage = _start_stage(model, index, stages[index], train, val, cfg, console)
+            stage = _start_stage(model, index, stages[index], train, val, cfg, console, precision)
             if saved is not None and saved.get("stage") == index and stage_epoch > 0:
                 stage.optimizer.load_state_dict(saved["optimizer"])
                 stage.policy.load_state_dict(saved["policy"])
@@ -152,12 +160,13 @@ def fit(
                     stage.optimizer,
                     loss_fn,
                     binary=binary,
-                    precision=tc.precision,
+                    precision=precision,
                     set_lr=lambda step, st=stage: st.policy.apply(st.optimizer, step),
                     first_step=stage_epoch * len(stage.train),
                     on_batch=advance,
                     frozen=stage.frozen_norms,
                     aux_weight=tc.aux_weight,
+                    scaler=scaler,
                 )
         except NonFiniteLoss as exc:
             _raise_if_nothing_to_keep(state, f"{exc} in epoch {epoch + 1}, before any epoch completed", oc.lr)
@@ -167,7 +176,7 @@ def fit(
         train_seconds = stats.seconds + (stage.prep_seconds if stage_epoch == 0 else 0.0)
         lr = stage.optimizer.param_groups[0]["lr"]
         evaluation = evaluate_epoch(
-            stage.net, stage.val, val_loss_fn, binary=binary, precision=tc.precision, keep_outputs=True
+            stage.net, stage.val, val_loss_fn, binary=binary, precision=precision, keep_outputs=True
         )
         if not math.isfinite(evaluation.loss):
             _raise_if_nothing_to_keep(state, f"validation loss became {evaluation.loss} in epoch {epoch + 1}", oc.lr)
@@ -240,6 +249,7 @@ def _start_stage(
     val: TensorBatches,
     cfg: Config,
     console: Console,
+    precision: str = "fp32",
 ) -> _Stage:
     oc, tc = cfg.optim, cfg.train
     lr = stage.lr if stage.lr is not None else oc.lr
@@ -265,15 +275,15 @@ def _start_stage(
         # trunk once over the data and train the head on its output.
         start = time.perf_counter()
         with progress_bar(console, "computing frozen features", train.num_samples + val.num_samples) as advance:
-            feats = trunk_features(model, _in_order(train, advance), tc.precision)
-            val_feats = trunk_features(model, _in_order(val, advance), tc.precision)
+            feats = trunk_features(model, _in_order(train, advance), precision)
+            val_feats = trunk_features(model, _in_order(val, advance), precision)
         prep = time.perf_counter() - start
         zero, one = torch.zeros(()), torch.ones(())  # features of any rank: identity "normalisation"
         train = TensorBatches(
             *feats, train.batch_size, zero, one, shuffle=True, seed=train.seed, balanced=train.balanced,
-            rank=train.rank, world=train.world,
+            rank=train.rank, world=train.world, device=train.device,
         )  # fmt: skip
-        val = TensorBatches(*val_feats, val.batch_size, zero, one, rank=val.rank, world=val.world)
+        val = TensorBatches(*val_feats, val.batch_size, zero, one, rank=val.rank, world=val.world, device=val.device)
         net = distributed.wrap(HeadOnly(model))
         console.print(f"stage '{stage.name}': frozen features computed once in {prep:.1f} s")
     else:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cnnlab.config import OptimConfig
+from cnnlab.engine.device import grad_scaler, module_device, to_device
 from cnnlab.engine.loop import training_loss
 from cnnlab.engine.losses import LossFn, make_loss
 from cnnlab.engine.schedule import make_optimizer
@@ -97,7 +98,8 @@ def lr_find(
     net = copy.deepcopy(model)
     plan = plan_stage(net, trainable, 1.0, lr_decay)  # base_lr: each group's multiplier of the swept lr
     optimizer = make_optimizer(plan.groups, optim or OptimConfig())
-    device = next(net.parameters()).device
+    device = module_device(net)
+    scaler = grad_scaler(precision, device)
     ratio = (end_lr / start_lr) ** (1.0 / (steps - 1))
     lrs: list[float] = []
     losses: list[float] = []
@@ -115,7 +117,7 @@ def lr_find(
             lr = start_lr * ratio**i
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = to_device((x, y), device)
             loss, _ = training_loss(net, x, y, loss_fn, precision, aux_weight)
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -131,8 +133,13 @@ def lr_find(
                 break
             best = min(best, smooth)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
     finally:
         torch.set_rng_state(rng)
         if epoch is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnlab.engine.loop import autocast
+from cnnlab.engine.device import autocast, module_device, to_device
 from cnnlab.errors import ConfigError
 
 _TOP = re.compile(r"^top:(\d+)$")
@@ -93,11 +93,13 @@ class HeadOnly(nn.Module):
 
 @torch.inference_mode()
 def trunk_features(model: nn.Module, batches, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen trunk's output for every batch, once (eval mode: frozen means frozen)."""
+    """The frozen trunk's output for every batch, once (eval mode: frozen means frozen), on the CPU
+    whatever device the trunk runs on: they are a data set now, batched to the device like images."""
     model.eval()
+    device = module_device(model)
     feats, labels = [], []
     for x, y in batches:
-        with autocast(precision):
-            feats.append(model.forward_features(x).float())
-        labels.append(y)
+        with autocast(precision, device):
+            feats.append(model.forward_features(to_device(x, device)).float().cpu())
+        labels.append(y.cpu())
     return torch.cat(feats), torch.cat(labels)

@@ -13,6 +13,7 @@ from torch import nn
 from cnnlab.choices import CAM_METHODS
 from cnnlab.config import did_you_mean
 from cnnlab.data.preprocess import Preprocessing
+from cnnlab.engine.device import OnDevice, module_device
 from cnnlab.errors import CnnlabError, ModelError
 from cnnlab.models.factory import find_cam_layer
 
@@ -124,7 +125,9 @@ class CamExplainer:
     """
 
     def __init__(self, model: nn.Module, layer: str, method: str = "gradcam", binary: bool = False) -> None:
-        self.model = model
+        # Inputs may come from the CPU whatever device the model is on (masks, blurred canvases):
+        # `model` answers on the input's device.
+        self.model = OnDevice(model)
         self.layer = layer
         self.method = method
         self.binary = binary
@@ -176,7 +179,7 @@ class CamExplainer:
         try:
             with torch.enable_grad():
                 heat = self._cam(input_tensor=inputs, targets=targets)
-            logits = self._cam.outputs.detach().float()
+            logits = self._cam.outputs.detach().float().cpu()
             store = self._cam.activations_and_grads
             if self._cam.uses_gradients and not store.gradients:
                 raise ModelError(f"layer '{self.layer}' receives no gradient; pick another with --layer")
@@ -208,7 +211,10 @@ class _QuietScoreCAM:
             def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
                 with torch.no_grad():
                     maps = F.interpolate(
-                        torch.from_numpy(activations), size=input_tensor.shape[-2:], mode="bilinear", align_corners=True
+                        torch.from_numpy(activations).to(input_tensor.device),
+                        size=input_tensor.shape[-2:],
+                        mode="bilinear",
+                        align_corners=True,
                     )
                     flat = maps.flatten(2)
                     lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
@@ -220,7 +226,7 @@ class _QuietScoreCAM:
                             for i in range(0, masks.shape[0], self.batch_size)
                         ]
                         weights.append(torch.cat(scores).softmax(-1))
-                    return torch.stack(weights).numpy()
+                    return torch.stack(weights).cpu().numpy()
 
         return Quiet(model, target_layers)
 
@@ -236,8 +242,8 @@ def resolve_cam_layer(model: nn.Module, preferred: str | None, input_shape: tupl
     for name in [fallback] + [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]:
         if name not in candidates:
             candidates.append(name)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(1, *input_shape, generator=generator)
+    generator = torch.Generator().manual_seed(0)  # drawn on the CPU: the same probe on every device
+    x = torch.randn(1, *input_shape, generator=generator).to(module_device(model))
     reasons = []
     for name in candidates:
         get_layer(model, name)

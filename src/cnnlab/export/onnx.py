@@ -9,6 +9,7 @@ real images of the run's test split. A model that disagrees (probabilities furth
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from torch import nn
 from cnnlab.bundle.backends import Runner, make_runner
 from cnnlab.bundle.classifier import Classifier
 from cnnlab.choices import EXPORT_FILENAMES
+from cnnlab.engine.device import full_precision, module_device
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_json
 
@@ -75,6 +77,8 @@ def export_classifier(
     target = out_dir / FILENAMES[fmt]
     staging = target.with_name(target.name + ".tmp")
     net: nn.Module = clf.model.eval()
+    if module_device(net).type != "cpu":  # the file must run anywhere: trace it on the CPU
+        net = copy.deepcopy(net).cpu().eval()
     if embed_preprocessing:
         net = WithPreprocessing(net, clf.preprocessing.mean, clf.preprocessing.std).eval()
     example = pixels[:2] if embed_preprocessing else clf.normalized(pixels[:2])
@@ -172,8 +176,10 @@ def _write(net: nn.Module, example: torch.Tensor, path: Path, fmt: str, opset: i
 
 
 def check_parity(clf: Classifier, runner: Runner, pixels: torch.Tensor, embedded: bool, batch: int = 64) -> Parity:
+    """The exported file (on the CPU) against the bundle's model on its own device, in true fp32."""
     start = time.perf_counter()
-    reference = torch.from_numpy(clf.proba_from_pixels(pixels))
+    with full_precision():
+        reference = torch.from_numpy(clf.proba_from_pixels(pixels))
     t_ref = time.perf_counter() - start
     start = time.perf_counter()
     logits = torch.cat(

@@ -222,7 +222,11 @@ def training_sections(run_dir: Path, what: str) -> tuple[list[Section], dict[str
 
 def _device_text(training: dict[str, Any]) -> str:
     threads = training.get("threads")
-    return f"the CPU ({threads} threads, {training.get('precision', 'fp32')})" if threads else "this machine"
+    precision = training.get("precision", "fp32")
+    device = str(training.get("device", "cpu"))
+    if device.startswith("cuda"):  # `cuda:0 (NVIDIA H200)`, as engine.device names it
+        return f"the GPU {device} ({precision})"
+    return f"the CPU ({threads} threads, {precision})" if threads else "this machine"
 
 
 def history_table(run_dir: Path) -> Table:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab import __version__
+from cnnlab.engine.device import resolve_device
 from cnnlab.serve.metrics import ServiceMetrics
 from cnnlab.serve.middleware import ServiceMiddleware
 from cnnlab.serve.models import ModelRegistry
@@ -31,7 +32,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     settings.images_dir.mkdir(exist_ok=True)
     store = Store(settings.database_url(), settings.db_busy_timeout_s)
     try:
-        registry = ModelRegistry.from_runs(list(settings.runs), store)
+        registry = ModelRegistry.from_runs(list(settings.runs), store, resolve_device(settings.device))
     except BaseException:
         store.close()
         raise

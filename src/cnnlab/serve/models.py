@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from cnnlab.bundle.classifier import Classifier, load
@@ -99,8 +100,8 @@ class LoadedModel:
         }
 
 
-def load_model(run_dir: Path) -> LoadedModel:
-    clf = load(run_dir)
+def load_model(run_dir: Path, device: torch.device | str | None = "cpu") -> LoadedModel:
+    clf = load(run_dir, device=device)
     card = clf.card
     sha = card.weights_sha256
     return LoadedModel(card.name, sha[:VERSION_CHARS], sha, card.created_at, run_dir, clf)
@@ -110,7 +111,9 @@ class ModelRegistry:
     """Swapping the active version is one dict assignment: a request that already holds its
     `LoadedModel` finishes on it, the next one gets the new version."""
 
-    def __init__(self, models: list[LoadedModel], store: Store) -> None:
+    def __init__(self, models: list[LoadedModel], store: Store, device: str = "cpu") -> None:
+        self.device = device
+        """Where the models run, as `/readyz` reports it (`cpu`, `cuda:0 (NVIDIA H200)`)."""
         self._versions: dict[str, dict[str, LoadedModel]] = {}
         for m in models:
             same = self._versions.setdefault(m.name, {})
@@ -125,8 +128,10 @@ class ModelRegistry:
             self._active[name] = versions.get(chosen or "", newest)
 
     @classmethod
-    def from_runs(cls, runs: list[Path], store: Store) -> ModelRegistry:
-        return cls([load_model(Path(r)) for r in runs], store)
+    def from_runs(cls, runs: list[Path], store: Store, device: torch.device | str | None = "cpu") -> ModelRegistry:
+        """Every bundle of `runs` on `device`, chosen once when the service starts."""
+        models = [load_model(Path(r), device) for r in runs]
+        return cls(models, store, models[0].classifier.device_name if models else str(device))
 
     def names(self) -> list[str]:
         return sorted(self._versions)

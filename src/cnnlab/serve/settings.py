@@ -18,6 +18,9 @@ class ServeSettings(BaseSettings):
     runs: list[Path] = Field(default_factory=list, description="Bundle directories to load.")
     state_dir: Path = Field(Path("serve-state"), description="Database (SQLite default) and kept images.")
     db_url: str | None = Field(None, description="Any SQLAlchemy URL; default: a SQLite file in state_dir.")
+    device: str = Field(
+        "auto", description="Where the models run: auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     review_threshold: float = Field(0.8, ge=0.0, le=1.0, description="Calibrated confidence below it needs review.")

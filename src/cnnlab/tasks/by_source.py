@@ -88,7 +88,7 @@ def leave_one_source_out(
         fold_cfg = cfg.replace(name=f"{cfg.name}-without-{source}", data=replace(base_cfg, holdout_source=source))
         sizes = f"test {int(mine.sum()):,} images, train and val the other {int((~mine).sum()):,}"
         train_or_reuse(fold_cfg, run_dir, f"{source} held out", sizes, overwrite, console)
-        rows.append(score_source(run_dir, source))
+        rows.append(score_source(run_dir, source, device=cfg.train.device))
         if only_here:
             rows[-1]["note"] = f"{', '.join(only_here)} only in {source}: undefined (never trained on)"
     if not rows:
@@ -103,12 +103,13 @@ def leave_one_source_out(
     return BySourceSummary(out, unit, rows, skipped, list(base.classes))
 
 
-def score_source(run_dir: Path, source: str) -> dict[str, Any]:
+def score_source(run_dir: Path, source: str, *, device: str | None = None) -> dict[str, Any]:
     """The bundle in `run_dir` (trained without `source`) on every image of `source`: images,
     accuracy, within-source one-vs-rest ROC AUC per class and their macro, sensitivity per class;
     beside them the same figures in distribution, on its validation images (other sources) of the
-    held-out source's classes. Figures of a class the model never trained on are None."""
-    clf = load(run_dir)
+    held-out source's classes. Figures of a class the model never trained on are None. The network
+    runs on `device` (default auto)."""
+    clf = load(run_dir, device=device)
     data = bundle_data(run_dir, clf)
     trained_on = data.sources["train"] if data.sources is not None else np.array([])
     if source in set(trained_on.tolist()):  # the cut's promise, checked on the data itself

@@ -93,6 +93,8 @@ def calibrate(
     folds: int = 5,
     resamples: int = 1000,
     seed: int = 0,
+    *,
+    device: str | None = None,
 ) -> CalibrationSummary:
     """Fit calibration (and, with `positive`, an operating point) on the validation split, or on
     `fit_on` when given; report before/after with ECE intervals on validation and test, and store
@@ -100,7 +102,8 @@ def calibrate(
 
     method: auto (none, temperature or vector, whichever has the lowest held-out log loss under
     `folds`-fold cross-fitting), temperature or vector (refused when it would make held-out log loss
-    worse), or none (keep the card's calibration; choose an operating point only)."""
+    worse), or none (keep the card's calibration; choose an operating point only). The network
+    computes its logits on `device` (default auto)."""
     if method not in METHOD_CHOICES:
         raise DataError(f"--method must be one of {', '.join(METHOD_CHOICES)}, not '{method}'")
     if method == "none" and positive is None:
@@ -108,7 +111,7 @@ def calibrate(
     if positive is None and target_sensitivity is not None:
         raise DataError("--target-sensitivity needs --positive CLASS (or 'not CLASS')")
     run_dir = Path(run_dir)
-    clf = load(run_dir)
+    clf = load(run_dir, device=device)
     data = bundle_data(run_dir, clf, data_dir)
     # An ensemble's members trained on the validation split (folds are cut from train + val): it is
     # fitted on the members' out-of-fold logits instead, and judged on test alone.

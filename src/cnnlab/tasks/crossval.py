@@ -82,7 +82,7 @@ def crossval(
     models', scored on that test split.
 
     A finished fold bundle already in `out` is reused, so an interrupted cross-validation goes on
-    where it stopped."""
+    where it stopped. Folds train and are scored on `train.device`."""
     console = console or Console(quiet=True)
     out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-crossval"
     if folds < 2:
@@ -110,7 +110,7 @@ def crossval(
         fold_cfg = cfg.replace(name=f"{cfg.name}-fold{k + 1}", data=replace(fold_data, fold=k))
         sizes = f"train {len(part['train']):,}, val {len(part['val']):,}, test {len(part['test']):,}"
         train_or_reuse(fold_cfg, fold_dir, f"fold {k + 1}/{folds}", sizes, overwrite, console)
-        clf = load(fold_dir)
+        clf = load(fold_dir, device=cfg.train.device)
         data = bundle_data(fold_dir, clf)
         test = split_outputs(clf, data, "test")
         if not np.array_equal(test.labels, y[part["test"]].numpy()):  # a reused bundle of other data
@@ -127,8 +127,12 @@ def crossval(
     std = {key: float(np.nanstd([r[key] for r in rows], ddof=1)) for key in keys}
     write_csv(out / "crossval.csv", [*rows, {"fold": "mean", **mean}, {"fold": "std", **std}])
     write_csv(out / "oof_predictions.csv", sorted(oof, key=lambda r: r["index"]))
-    write_out_of_fold(out, raw, y.numpy(), groups, load(fold_dirs[0]).card)
-    scored = write_ensemble(fold_dirs, out / ENSEMBLE, overwrite=overwrite, console=console) if ensemble else None
+    write_out_of_fold(out, raw, y.numpy(), groups, read_card(fold_dirs[0]))
+    scored = (
+        write_ensemble(fold_dirs, out / ENSEMBLE, overwrite=overwrite, console=console, device=cfg.train.device)
+        if ensemble
+        else None
+    )
     summary = {
         "recipe": cfg.name,
         "folds": folds,
@@ -275,19 +279,24 @@ def load_out_of_fold(path: str | Path) -> OutOfFold:
 
 
 def write_ensemble(
-    fold_dirs: list[Path], out: Path, *, overwrite: bool = False, console: Console | None = None
+    fold_dirs: list[Path],
+    out: Path,
+    *,
+    overwrite: bool = False,
+    console: Console | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """One deployable bundle in `out` whose logits are the mean of the fold bundles' (see
     `cnnlab.bundle.ensemble`), configured with the un-folded data so that `cnnlab evaluate` scores
     it on the source's own test split. Returns its scores on that split, and each member's
     accuracy there. A finished ensemble in `out` is kept (it may have been calibrated since)
-    unless `overwrite` or its members changed."""
+    unless `overwrite` or its members changed. The members score on `device` (default auto)."""
     console = console or Console(quiet=True)
-    members = [load(d) for d in fold_dirs]
+    members = [load(d, device=device) for d in fold_dirs]
     shas = [m.card.weights_sha256 for m in members]
     if not overwrite and (out / bundle.CARD).is_file() and read_card(out).training.get("members_sha256") == shas:
         console.print(f"ensemble: keeping the finished bundle in {out}")
-        clf = load(out)
+        clf = load(out, device=device)
     else:  # new, or its members were trained again
         clf = build_ensemble(fold_dirs, members, out)
     data = bundle_data(out, clf)

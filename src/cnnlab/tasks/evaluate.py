@@ -67,15 +67,18 @@ def evaluate(
     data_dir: str | None = None,
     out: str | Path | None = None,
     resamples: int = 1000,
+    *,
+    device: str | None = None,
 ) -> EvalSummary:
     """Score a bundle on one split and write the report: `eval/` in the bundle holds metrics.json,
     report.md, report.html and the figures. The split is one of the data it was trained on (default
     test), or with `data_dir` of any class folder whose classes are among the bundle's: its own
-    split (default test), or `all` of its images (the default when it has no splits)."""
+    split (default test), or `all` of its images (the default when it has no splits). The network
+    runs on `device` (default auto: a GPU if there is one)."""
     if resamples < 0:
         raise DataError(f"--bootstrap must be 0 or more, not {resamples}")
     run_dir = Path(run_dir)
-    clf = load(run_dir)
+    clf = load(run_dir, device=device)
     data, split, external = evaluation_data(run_dir, clf, data_dir, split)
     if split not in data.splits:
         raise DataError(f"no '{split}' split; choose one of {', '.join(data.splits)}")

@@ -34,13 +34,15 @@ from cnnlab.tasks.predict import expand_inputs
 Advance = Callable[[int], None]
 
 
-def load_target(name_or_run: str, input_text: str | None = None) -> Target:
+def load_target(name_or_run: str, input_text: str | None = None, *, device: str | None = "cpu") -> Target:
     """A directory with a model card is a trained run; anything else is a registry model name
-    (`timm:` included) at random initialisation. `input_text`: an `--input` shape."""
+    (`timm:` included) at random initialisation. `input_text`: an `--input` shape. A run's model
+    is loaded on `device` (the CPU by default: filters, feature maps and summaries read its
+    tensors there)."""
     path = Path(name_or_run)
     shape = parse_input(input_text) if input_text else None
     if (path / CARD).is_file():
-        clf = load(path)
+        clf = load(path, device=device)
         prep = clf.preprocessing
         title = f"{path.name} ({clf.card.architecture})"
         return Target(clf.model, title, shape or (prep.channels, *prep.pad_to), False, path, prep)
@@ -198,10 +200,13 @@ def explain_folder(
     score_faithfulness: bool = False,
     out: Path | None = None,
     console: Console | None = None,
+    *,
+    device: str | None = None,
 ) -> ExplainReport:
     """Overlays for an image or a folder in `out` (default RUN/explain/METHOD); with
-    `score_faithfulness`, the maps scored against random ones, in `out`/faithfulness.json."""
-    clf = load(run)
+    `score_faithfulness`, the maps scored against random ones, in `out`/faithfulness.json. The
+    network runs on `device` (default auto)."""
+    clf = load(run, device=device)
     files = expand_inputs([str(path)])
     if not files:
         raise DataError(f"no image files found in {path}")

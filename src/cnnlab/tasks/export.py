@@ -25,15 +25,18 @@ def export_model(
     embed_preprocessing: bool = False,
     samples: int = 256,
     data_dir: str | None = None,
+    device: str | None = None,
 ) -> tuple[Path, Parity]:
     """`samples` test images prove the export; `samples=0` needs no data at all: the proof then
-    runs on seeded random pixels (the graph's numbers, not its answers on real images)."""
+    runs on seeded random pixels (the graph's numbers, not its answers on real images). The
+    reference side of the proof runs on `device` (default auto); the file is written from a CPU
+    copy, so it runs anywhere."""
     if fmt not in EXPORT_FILENAMES:
         raise DataError(f"--format must be one of {', '.join(EXPORT_FILENAMES)}, not '{fmt}'")
     if samples < 0:
         raise DataError(f"--samples must be 0 or more, not {samples}")
     run_dir = Path(run_dir)
-    clf = load(run_dir)
+    clf = load(run_dir, device=device)
     inputs = f"{samples} images of the test split" if samples else f"{RANDOM_SAMPLES} random images"
     pixels = parity_pixels(run_dir, clf, samples, data_dir) if samples else random_pixels(clf, RANDOM_SAMPLES)
     return export_classifier(

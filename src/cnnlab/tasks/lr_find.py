@@ -12,6 +12,7 @@ from rich.console import Console
 from cnnlab import bundle
 from cnnlab.config import Config
 from cnnlab.data.sources import load_source
+from cnnlab.engine.device import configure, placement
 from cnnlab.engine.losses import balanced_class_weights, make_loss
 from cnnlab.engine.lr_find import LRFindResult, lr_find
 from cnnlab.figures import plt, save_figure
@@ -51,6 +52,7 @@ def find_lr(
     its optimiser, augmentation and loss) and write the figure and the curve into `out`
     (default `runs/<name>-lr-find`)."""
     console = console or Console(quiet=True)
+    where = placement(cfg.train.device, cfg.train.precision)
     out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-lr-find"
     bundle.check_run_dir(out, overwrite=overwrite, resume=False)
     spec = get_spec(cfg.model.name)
@@ -65,9 +67,13 @@ def find_lr(
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     model = create_model(spec.name, len(data.classes), data.channels, input_size, cfg.model.weights)
+    configure(where.device)
+    model = model.to(where.device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    batches = training_batches(cfg, splits, prep, len(data.classes), input_size, augment=stage.augment)
+    batches = training_batches(
+        cfg, splits, prep, len(data.classes), input_size, augment=stage.augment, device=where.device
+    )
     weights = balanced_class_weights(batches.labels, len(data.classes)) if oc.class_weights == "auto" else None
     loss_fn = make_loss(spec.binary, oc.label_smoothing, oc.loss, oc.focal_gamma, weights)
     console.print(
@@ -82,7 +88,7 @@ def find_lr(
         start_lr=start_lr,
         end_lr=end_lr,
         steps=steps,
-        precision=tc.precision,
+        precision=where.precision,
         optim=replace(oc, lr=stage_lr),
         trainable=stage.trainable,
         lr_decay=stage.lr_decay,
@@ -100,7 +106,8 @@ def find_lr(
             "data": data.source,
             "optimizer": oc.optimizer,
             "batch_size": tc.batch_size,
-            "precision": tc.precision,
+            "device": where.name,
+            "precision": where.precision,
             "stage": stage.name,
             "trainable": stage.trainable,
             "recipe_lr": oc.lr,

@@ -124,11 +124,14 @@ def predict(
     explain: bool = False,
     out: Path | None = None,
     console: Console | None = None,
+    *,
+    device: str | None = None,
 ) -> PredictRun:
     """Predict files, folders and globs with the bundle at `run_dir` on `backend`; with `explain`,
-    write a Grad-CAM overlay of each predicted file's class in `out` (default RUN/explain/predict)."""
+    write a Grad-CAM overlay of each predicted file's class in `out` (default RUN/explain/predict).
+    A torch backend runs on `device` (default auto); ONNX Runtime on the CPU."""
     items = list(items)
-    clf = load(run_dir, backend)
+    clf = load(run_dir, backend, device=device)
     files = expand_inputs(items)
     if not files:
         raise DataError("no image files found in " + ", ".join(items))

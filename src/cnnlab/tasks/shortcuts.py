@@ -149,11 +149,14 @@ def shortcut_checks(
     folds: int = 5,
     seed: int = 0,
     batch_size: int = 32,
+    *,
+    device: str | None = None,
 ) -> ShortcutSummary:
     """The source probe on every split's embeddings and Grad-CAM location statistics on `split`;
-    writes shortcuts.json and shortcuts.png in `out` (default RUN/shortcuts)."""
+    writes shortcuts.json and shortcuts.png in `out` (default RUN/shortcuts). The network runs on
+    `device` (default auto)."""
     run_dir = Path(run_dir)
-    clf = load(run_dir)
+    clf = load(run_dir, device=device)
     data = bundle_data(run_dir, clf, data_dir)
     if data.sources is None or not any(s.size and (s != "").any() for s in data.sources.values()):
         raise DataError(

@@ -24,6 +24,7 @@ from cnnlab.data.preprocess import Preprocessing, channel_stats, fit_all, plan_r
 from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source
 from cnnlab.engine import distributed
 from cnnlab.engine.callbacks import Callback, History
+from cnnlab.engine.device import placement
 from cnnlab.engine.fit import HISTORY_FIELDS, fit
 from cnnlab.engine.loop import evaluate_epoch
 from cnnlab.engine.losses import make_loss
@@ -87,8 +88,12 @@ def train(
     rank 0 alone writes the bundle and prints; the other ranks return None.
 
     `callbacks` (`cnnlab.engine.callbacks.Callback`) see the training state around every epoch on
-    rank 0, after the checkpoint and the history file are written: a logger of your own."""
-    rank = distributed.setup()
+    rank 0, after the checkpoint and the history file are written: a logger of your own.
+
+    `train.device` and `train.precision` are resolved first (a GPU that is not there fails before
+    any data is read); the card's training section records what was used."""
+    where = placement(cfg.train.device, cfg.train.precision)
+    rank = distributed.setup(where.device)
     console = console if console is not None and rank.main else Console(quiet=True)
     out = Path(out) if out is not None else Path("runs") / cfg.name
     spec = get_spec(cfg.model.name)
@@ -120,10 +125,12 @@ def train(
 
     mean, std = stats_tensors(prep.mean, prep.std)
     tc = cfg.train
-    train_batches = training_batches(cfg, splits, prep, len(data.classes), input_size, rank=rank.rank, world=rank.world)
+    train_batches = training_batches(
+        cfg, splits, prep, len(data.classes), input_size, rank=rank.rank, world=rank.world, device=where.device
+    )
     val_batches, test_batches = (
         TensorBatches(*splits[name], tc.eval_batch_size, mean, std, channels_last=tc.channels_last,
-                      rank=rank.rank, world=rank.world)
+                      rank=rank.rank, world=rank.world, device=where.device)
         for name in ("val", "test")
     )  # fmt: skip
 
@@ -142,6 +149,7 @@ def train(
             resume=resume,
             console=console,
             callbacks=[History(partial(bundle.write_history, out / bundle.HISTORY, fields=HISTORY_FIELDS)), *callbacks],
+            where=where,
         )
     except BaseException:
         if created and not (out / bundle.CHECKPOINTS / "last.pt").exists():
@@ -150,10 +158,13 @@ def train(
 
     model.load_state_dict(result.best_state)
     loss_fn = make_loss(spec.binary)
-    test = evaluate_epoch(model, test_batches, loss_fn, binary=spec.binary, precision=tc.precision)
+    # In fp32 whatever training ran in: the card's test figures are those of the model as `load`
+    # serves it and `cnnlab evaluate` scores it.
+    test = evaluate_epoch(model, test_batches, loss_fn, binary=spec.binary, precision="fp32")
     distributed.shutdown()  # the last collective is done; rank 0 alone writes the bundle
     if not rank.main:
         return None
+    model = model.cpu()  # what follows writes files from a small sample: the weights leave as CPU tensors
     best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)
     diagnosis = diagnose(result.history, len(data.classes))
     plot_curves(result.history, diagnosis, out / bundle.CURVES, f"{spec.name} on {data.source}")
@@ -192,7 +203,8 @@ def train(
             "eval_seconds": result.eval_seconds,
             "test_seconds": test.seconds,
             "fit": diagnosis.to_dict(),
-            "precision": tc.precision,
+            "device": where.name,
+            "precision": where.precision,
             "channels_last": tc.channels_last,
             "threads": torch.get_num_threads(),
             "processes": rank.world,
@@ -246,9 +258,11 @@ def training_batches(
     augment: str | None = None,
     rank: int = 0,
     world: int = 1,
+    device: torch.device | None = None,
 ) -> TensorBatches:
     """The training split as `fit` sees it: normalised as the card will say, shuffled by the run's
-    seed, sampled, augmented (`augment`, default `data.augment`) and mixed as the config says."""
+    seed, sampled, augmented (`augment`, default `data.augment`) and mixed as the config says;
+    batches arrive on `device` (default: where they are)."""
     mean, std = stats_tensors(prep.mean, prep.std)
     tc = cfg.train
     return TensorBatches(
@@ -264,6 +278,7 @@ def training_batches(
         mix=build_mix(cfg.data.mix, cfg.data.mix_alpha, num_classes),
         rank=rank,
         world=world,
+        device=device,
     )
 
 

@@ -31,7 +31,11 @@ def readyz(models: ModelsDep, store: StoreDep) -> dict[str, Any]:
     except Exception as exc:
         log.warning("readiness: the database refused a write (%s)", exc.__class__.__name__)
         raise HTTPException(503, "the database does not take writes") from None
-    ready: dict[str, Any] = {"status": "ready", "models": {n: models.active(n).version for n in models.names()}}
+    ready: dict[str, Any] = {
+        "status": "ready",
+        "models": {n: models.active(n).version for n in models.names()},
+        "device": models.device,
+    }
     # Still ready (the weights are in memory), but a restart would fail: say so rather than hide it.
     gone = [f"{m.name}@{m.version}" for m in models.all() if not (m.run_dir / WEIGHTS).is_file()]
     if gone:
