@@ -24,6 +24,8 @@ DbOpt = Annotated[
     typer.Option(
         "--db",
         metavar="URL",
+        # From the environment, a URL with a password stays off the command line (and out of `ps`).
+        envvar="CNNLAB_SERVE_DB_URL",
         help="A SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --state-dir).",
     ),
 ]
