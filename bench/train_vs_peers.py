@@ -4,7 +4,7 @@ Time to accuracy (the default, what a user wants: the seed's test accuracy, soon
 network, the seed's Keras script trains its full fit (LeNet-5 10 epochs, the simple CNN 5, batch
 128, Adam) and cnnlab trains its fast recipe (`lenet5-fashion-mnist-fast`,
 `simple-cnn-fashion-mnist-fast`: the same architecture with a one-cycle schedule, a larger batch,
-bf16 autocast where the CPU has BF16 units, channels_last, preloaded tensors). Each side is
+precision auto: bf16 autocast where the CPU has BF16 units, channels_last, preloaded tensors). Each side is
 repeated `--repeats` times (default 3) and the medians are compared: Keras' `model.fit` wall time
 (its validation passes included) against cnnlab's fit time (training plus validation passes, the
 same work; checkpoint writes, data loading and the test pass are outside both, and cnnlab's whole
