@@ -22,10 +22,10 @@ recipe_app = typer.Typer(
 @recipe_app.command("list", epilog="Example:  cnnlab recipe list")
 def recipe_list() -> None:
     """The exercise recipes, the exercise each answers, and the data it reads."""
-    from cnnlab.recipebook import REGISTRY
+    from cnnlab.recipebook.core import in_document_order
 
     table = Table("recipe", "exercise", "answers", "data", title="exercise recipes: cnnlab recipe run NAME")
-    for r in REGISTRY.values():
+    for r in in_document_order():
         table.add_row(r.name, r.seed, r.title, r.data or "none (measures models)")
     console.print(table)
     console.print("run one: cnnlab recipe run NAME [--quick]; the answer is OUT/README.md")

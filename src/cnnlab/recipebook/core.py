@@ -8,6 +8,7 @@ comes from this run."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,17 @@ def recipe(name: str, seed: str, title: str, exercise: str, data: str = "", take
         return fn
 
     return register
+
+
+def questions(recipe_: Recipe) -> list[tuple[str, int]]:
+    """The seed questions a recipe answers as (document, number): "000 Q3 / 002 Q5" -> [("000", 3),
+    ("002", 5)]. The documents number their questions Q1.. and their coded answers A6.."""
+    return [(doc, int(number)) for doc, number in re.findall(r"(\d{3}) [QA](\d+)", recipe_.seed)]
+
+
+def in_document_order() -> list[Recipe]:
+    """Every recipe, in the order of the questions it answers (first document, then question)."""
+    return sorted(REGISTRY.values(), key=lambda r: (questions(r)[:1] or [("999", 0)], r.name))
 
 
 def get_recipe(name: str) -> Recipe:
