@@ -2,7 +2,17 @@
 
 Importing the package registers the recipes (training, theory, the X-ray pipeline)."""
 
-from cnnlab.recipebook import flowers, theory, training, xray  # noqa: F401  (registers the recipes)
+from cnnlab.recipebook import (  # noqa: F401  (registers the recipes)
+    anatomy,
+    architectures,
+    features,
+    flowers,
+    kernels,
+    theory,
+    training,
+    transfer,
+    xray,
+)
 from cnnlab.recipebook.core import REGISTRY, Recipe, get_recipe, read_results, run_recipe
 
 __all__ = ["REGISTRY", "Recipe", "get_recipe", "read_results", "run_recipe"]
