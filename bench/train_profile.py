@@ -1,5 +1,5 @@
-"""Where a training step's time goes, for three workloads, and what the layout and precision
-options buy: the evidence behind cnnlab's defaults.
+"""Where a training step's time goes, for each workload (the seed-faithful recipes and the fast
+ones), and what the layout and precision options buy: the evidence behind cnnlab's defaults.
 
 For each workload it builds the batches exactly as `cnnlab train` does (decoded uint8 tensors,
 one gather and one fused normalise per batch) and times, over the same steps:
@@ -11,6 +11,7 @@ counted by FlopCounterMode) against this machine's fp32 GEMM rate measured in th
 
     python bench/train_profile.py                       # all three workloads
     python bench/train_profile.py --only lenet5 --steps 50
+    python bench/train_profile.py --only lenet5_fast      # one step of the fast recipe, profiled in bf16
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ class Workload:
     overrides: tuple[str, ...]
     trainable: str
     """What trains: all, or the fine-tuning stage's top:N."""
+    profiled: str = "fp32"
+    """The precision of the operator table: the fast recipes train in bf16 where the CPU has it."""
 
 
 WORKLOADS = [
     Workload("lenet5", "lenet5-fashion-mnist", (), "all"),
+    Workload("lenet5_fast", "lenet5-fashion-mnist-fast", (), "all", "bf16"),
+    Workload("simple_cnn_fast", "simple-cnn-fashion-mnist-fast", (), "all", "bf16"),
     Workload("vgg_mini", "vgg-mini-cifar10", (), "all"),
     Workload("efficientnet_lite0", "lite0-flowers", ("train.batch_size=32",), "top:6"),
 ]
@@ -133,7 +138,8 @@ def top_ops(w: Workload, steps: int = 5, rows: int = 8) -> str:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             x, y = next(it)
-            loss = make_loss(False)(model(x), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=w.profiled == "bf16"):
+                loss = make_loss(False)(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -170,7 +176,7 @@ def main() -> None:
             )
         print(f"  (training step: {flops / 1e6:.1f} MFLOP per image, 3x forward)")
         if not args.no_profile:
-            print(f"\ntop operators, {w.key}, channels_last fp32:\n{top_ops(w)}\n")
+            print(f"\ntop operators, {w.key}, channels_last {w.profiled}:\n{top_ops(w)}\n")
 
 
 if __name__ == "__main__":
