@@ -27,6 +27,7 @@ SKIPPED: dict[str, str] = {
     "cnnlab recipe run alexnet-filters --quick --out /tmp/q8 --seed 3": "writes outside the working directory",
     "cnnlab train lenet5-mnist": TRAINS,
     "cnnlab train lenet5-fashion-mnist-fast": TRAINS,
+    "cnnlab train simple-cnn-fashion-mnist-fast": TRAINS,
     "cnnlab train vgg-mini-cifar10 --device cuda": "needs a CUDA GPU (tests/engine/test_device.py checks the refusal)",
     "cnnlab evaluate runs/vgg-mini-cifar10 --device cpu": "reads the bundle the line above trains on a GPU",
     "cnnlab train lenet5-fashion-mnist": TRAINS,

@@ -109,9 +109,8 @@ def test_filter_size_recipe_answers_from_its_measurements(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_anatomy_recipe_reports_the_effective_count(tmp_path: Path) -> None:
-    out = tmp_path / "q2"
-    run_recipe("lenet5-anatomy", out, quick=True)
+def test_anatomy_recipe_reports_the_effective_count(quick_answer) -> None:
+    out = quick_answer("lenet5-anatomy")
     results, readme = read_results(out), (out / "README.md").read_text()
     assert results["c3"]["parameters"] == 1_516 and results["parameters"]["lenet5_sparse"] == 60_806
     assert "1,516" in readme and "60 of the 96" in readme and "doi:10.1109/5.726791" in readme

@@ -3,14 +3,12 @@ baseline's size, checked on known inputs; then the recipe's answer against its o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from cnnlab.explain.calc import dense_parameters
 from cnnlab.models import create_model
-from cnnlab.recipebook import REGISTRY, read_results, run_recipe
+from cnnlab.recipebook import REGISTRY, read_results
 from cnnlab.recipebook.core import pct
 from cnnlab.recipebook.theory import SHIFTS, first_layer_shift, images_per_second, shift_accuracy, shift_pixels
 
@@ -66,9 +64,8 @@ def test_seed_label_is_000_q1() -> None:
 
 
 @pytest.mark.slow
-def test_recipe_reports_shifted_accuracy_and_speed(tmp_path: Path) -> None:
-    out = tmp_path / "q1"
-    run_recipe("cnn-vs-dense", out, quick=True)
+def test_recipe_reports_shifted_accuracy_and_speed(quick_answer) -> None:
+    out = quick_answer("cnn-vs-dense")
     results, readme = read_results(out), (out / "README.md").read_text()
     assert results["shifts"] == list(SHIFTS)
     for name in ("lenet5", "mlp"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -17,24 +16,9 @@ def _figures(readme: Path) -> list[Path]:
     return [readme.parent / link for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme.read_text())]
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each recipe's --quick output, run once for the module (keyed by recipe name)."""
-    return {}
-
-
-def _run(outputs: dict[str, Path], root: Path, name: str, **kwargs: object) -> Path:
-    key = name + json.dumps(kwargs, sort_keys=True)
-    if key not in outputs:
-        out = root / key.replace("{", "").replace("}", "").replace('"', "").replace(":", "-").replace(" ", "")
-        run_recipe(name, out, quick=True, **kwargs)
-        outputs[key] = out
-    return outputs[key]
-
-
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_every_recipe_answers_its_exercise_quickly(name: str, outputs, tmp_path_factory) -> None:
-    out = _run(outputs, tmp_path_factory.getbasetemp() / "recipes", name)
+def test_every_recipe_answers_its_exercise_quickly(name: str, quick_answer) -> None:
+    out = quick_answer(name)
     readme = (out / "README.md").read_text()
     results = read_results(out)
     recipe = REGISTRY[name]
@@ -54,10 +38,9 @@ def test_every_recipe_answers_its_exercise_quickly(name: str, outputs, tmp_path_
         assert f"{results['train_seconds']:.1f} s" in readme
 
 
-def test_the_answer_changes_with_the_run(outputs, tmp_path_factory) -> None:
+def test_the_answer_changes_with_the_run(quick_answer) -> None:
     """A different seed trains a different network, and the README says what that run measured."""
-    root = tmp_path_factory.getbasetemp() / "recipes"
-    first, second = _run(outputs, root, "lenet5-mnist"), _run(outputs, root, "lenet5-mnist", seed=1)
+    first, second = quick_answer("lenet5-mnist"), quick_answer("lenet5-mnist", seed=1)
     a, b = read_results(first), read_results(second)
     assert a["test_accuracy"] != b["test_accuracy"]
     text_a, text_b = (first / "README.md").read_text(), (second / "README.md").read_text()
@@ -66,8 +49,8 @@ def test_the_answer_changes_with_the_run(outputs, tmp_path_factory) -> None:
     assert "seed 1" in text_b and "seed 0" in text_a
 
 
-def test_xray_triage_reports_the_clinical_figures(outputs, tmp_path_factory) -> None:
-    out = _run(outputs, tmp_path_factory.getbasetemp() / "recipes", "xray-triage", folds=2)
+def test_xray_triage_reports_the_clinical_figures(quick_answer) -> None:
+    out = quick_answer("xray-triage", folds=2)
     results, readme = read_results(out), (out / "README.md").read_text()
     assert results["crossval"]["folds"] == 2 and "## 3. Cross-validation and the ensemble" in readme
     assert f"{results['crossval']['mean']['macro_roc_auc']:.4f}" in readme
@@ -87,13 +70,12 @@ def test_xray_triage_reports_the_clinical_figures(outputs, tmp_path_factory) -> 
     assert f"cnnlab serve {out.as_posix()}/crossval/ensemble" in readme and "cnnlab ui --api" in readme
 
 
-def test_theory_recipes_match_the_known_figures(outputs, tmp_path_factory) -> None:
-    root = tmp_path_factory.getbasetemp() / "recipes"
-    dense = read_results(_run(outputs, root, "cnn-vs-dense"))["models"]["lenet5"]
+def test_theory_recipes_match_the_known_figures(quick_answer) -> None:
+    dense = read_results(quick_answer("cnn-vs-dense"))["models"]["lenet5"]
     assert (dense["parameters"], dense["dense_parameters"]) == (61_706, 12_552_734)
-    fields = read_results(_run(outputs, root, "receptive-field"))["models"]
+    fields = read_results(quick_answer("receptive-field"))["models"]
     assert fields["lenet5"]["field"] == 32 and fields["vgg16"]["field"] == 212
-    grid = read_results(_run(outputs, root, "padding-stride"))
+    grid = read_results(quick_answer("padding-stride"))
     assert grid["agree"] == grid["settings"] > 40
 
 
