@@ -57,6 +57,21 @@ def training_loss(
     return loss, logits
 
 
+def optimizer_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
+) -> None:
+    """Backward and one optimiser step; with fp16's GradScaler (CUDA), the loss is scaled and the
+    step skipped when the scaled gradients overflow."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -98,14 +113,7 @@ def train_one_epoch(
         loss, logits = training_loss(model, x, y, loss_fn, precision, aux_weight)
         if not all_finite(loss):
             raise NonFiniteLoss(step, float(loss.detach()))
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
         n = len(y)
         total_loss += loss.detach() * n
         correct += (predicted_index(logits.detach(), binary) == target_index(y)).sum()

@@ -23,7 +23,7 @@ from torch import nn
 
 from cnnlab.config import OptimConfig
 from cnnlab.engine.device import grad_scaler, module_device, to_device
-from cnnlab.engine.loop import training_loss
+from cnnlab.engine.loop import optimizer_step, training_loss
 from cnnlab.engine.losses import LossFn, make_loss
 from cnnlab.engine.schedule import make_optimizer
 from cnnlab.engine.transfer import plan_stage
@@ -132,14 +132,7 @@ def lr_find(
                 stop_reason, diverged_at = f"diverged at lr {lr:.3g} (smoothed loss > {diverge:g} x its best)", lr
                 break
             best = min(best, smooth)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            optimizer_step(loss, optimizer, scaler)
     finally:
         torch.set_rng_state(rng)
         if epoch is not None:

