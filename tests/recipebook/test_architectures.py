@@ -12,13 +12,13 @@ from cnnlab.recipebook.architectures import (
     _network_row,
     layer_gradient_norms,
     ratio,
-    stack_versus_large,
 )
+from cnnlab.recipebook.kernels import stack_comparison
 
 
 def test_three_3x3_against_one_7x7_matches_real_layers() -> None:
     c = 32
-    found = stack_versus_large(c, 20)
+    found = stack_comparison(c, 20)
     seven, three = found["one 7x7"], found["three 3x3"]
     assert seven["parameters"] == seven["formula_parameters"] == 49 * c * c + c
     assert three["parameters"] == three["formula_parameters"] == 3 * (9 * c * c + c)

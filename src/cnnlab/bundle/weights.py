@@ -14,7 +14,6 @@ from torch import nn
 from cnnlab.bundle.card import ModelCard
 from cnnlab.bundle.ensemble import empty_ensemble
 from cnnlab.bundle.layout import WEIGHTS
-from cnnlab.engine.device import resolve_device
 from cnnlab.errors import BundleError
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.models import create_model
@@ -39,9 +38,9 @@ def load_state(run_dir: Path, card: ModelCard) -> dict[str, torch.Tensor]:
     return load_safetensors(data)
 
 
-def load_model(run_dir: Path, card: ModelCard, device: torch.device | str | None = None) -> nn.Module:
-    """The card's model with the bundle's weights: one network, or an ensemble of `card.members`;
-    on `device` when given (a `torch.device` or a name `engine.device` resolves), else the CPU."""
+def load_model(run_dir: Path, card: ModelCard) -> nn.Module:
+    """The card's model with the bundle's weights (on the CPU; `Classifier` places it): one network,
+    or an ensemble of `card.members`."""
     if card.members:
         size = card.input_size[0]
         model: nn.Module = empty_ensemble(card.architecture, card.members, card.num_classes, card.in_chans, size)
@@ -54,6 +53,4 @@ def load_model(run_dir: Path, card: ModelCard, device: torch.device | str | None
             f"{run_dir}: weights do not fit {card.architecture} "
             f"(missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
         )
-    if device is not None:
-        model = model.to(resolve_device(device))
     return model.eval()

@@ -44,7 +44,6 @@ class TensorBatches:
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
-        self.mean, self.std = mean, std
         self.shuffle = shuffle
         self.seed = seed
         self.channels_last = channels_last
@@ -53,8 +52,10 @@ class TensorBatches:
         self.mix = mix
         self.rank, self.world = rank, world
         self.device = torch.device(device) if device is not None else None
+        self._moves = self.device is not None and self.device.type != "cpu"
+        # Where the batches are normalised: on the GPU, the statistics live there once.
+        self.mean, self.std = (mean.to(self.device), std.to(self.device)) if self._moves else (mean, std)
         self.epoch = 0
-        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """The shuffle order is a function of (seed, epoch), so a resumed run sees the same batches."""
@@ -106,11 +107,9 @@ class TensorBatches:
                 x, y = self.images[idx_t], self.labels[idx_t]
             if self.augment is not None:
                 x = self.augment(x)
-            mean, std = self.mean, self.std
-            if self.device is not None and self.device.type != "cpu":
+            if self._moves:
                 x, y = self._to_device(x), self._to_device(y)
-                mean, std = self._stats_on(self.device)
-            x = normalize(x, mean, std, self.channels_last)
+            x = normalize(x, self.mean, self.std, self.channels_last)
             if self.mix is not None:
                 x, y = self.mix(x, y)
             yield x, y
@@ -120,8 +119,3 @@ class TensorBatches:
         if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step's compute
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
-
-    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._stats:
-            self._stats[device] = (self.mean.to(device), self.std.to(device))
-        return self._stats[device]

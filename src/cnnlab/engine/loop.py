@@ -39,9 +39,6 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-__all__ = ["EpochStats", "NonFiniteLoss", "autocast", "evaluate_epoch", "train_one_epoch", "training_loss"]
-
-
 def training_loss(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, precision: str, aux_weight: float
 ) -> tuple[torch.Tensor, torch.Tensor]:

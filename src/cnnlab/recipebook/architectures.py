@@ -19,12 +19,12 @@ from cnnlab.data.sources import load_source
 from cnnlab.engine.callbacks import Callback, TrainingState
 from cnnlab.evaluation.figures import plot_curves_compared
 from cnnlab.evaluation.report import Figure, Section, Table
-from cnnlab.explain.calc import layer_calc
 from cnnlab.explain.summary import Field, layer_table
 from cnnlab.figures import plt, save_figure
 from cnnlab.models import create_model, get_spec
 from cnnlab.models.residual import cifar_resnet
 from cnnlab.recipebook.core import Answer, Context, history_table, pct, recipe, train_recipe
+from cnnlab.recipebook.kernels import stack_comparison
 from cnnlab.recipebook.remedies import run_summary
 from cnnlab.recipebook.training import epochs_text
 from cnnlab.tasks.train import prepare_for, train
@@ -78,27 +78,6 @@ def _network_row(name: str) -> dict[str, Any]:
     }
 
 
-def stack_versus_large(channels: int, size: int) -> dict[str, Any]:
-    """One 7x7 convolution against three stacked 3x3 ones (VGG's argument), by formula and as
-    real nn.Conv2d layers: parameters, multiply-adds, receptive field and non-linearities."""
-    large = nn.Sequential(nn.Conv2d(channels, channels, 7, padding=3), nn.ReLU())
-    stack = nn.Sequential(*[m for _ in range(3) for m in (nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())])
-    found = {}
-    for label, module, kernel, repeat in (("one 7x7", large, 7, 1), ("three 3x3", stack, 3, 3)):
-        calc = layer_calc("conv", size, kernel, 1, kernel // 2, in_channels=channels, out_channels=channels)
-        table = layer_table(module, (channels, size, size))
-        field = [r.field for r in table.rows if r.type == "Conv2d"][-1]
-        found[label] = {
-            "formula_parameters": repeat * calc.parameters,
-            "formula_macs": repeat * calc.macs,
-            "parameters": sum(p.numel() for p in module.parameters()),
-            "macs": table.macs,
-            "field": field.size[0] if isinstance(field, Field) else None,
-            "nonlinearities": sum(isinstance(m, nn.ReLU) for m in module.modules()),
-        }
-    return found
-
-
 def _arch_figures(ctx: Context, nets: dict[str, dict[str, Any]], runs: dict[str, Path]) -> tuple[Path, Path]:
     cost = ctx.path("parameters-macs.png")
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -134,7 +113,7 @@ def _arch_figures(ctx: Context, nets: dict[str, dict[str, Any]], runs: dict[str,
 def alexnet_vs_vgg(ctx: Context) -> Answer:
     nets = {name: _network_row(name) for name in NATIVE}
     channels, side = 256, 56  # VGG16's third block
-    stack = stack_versus_large(channels, side)
+    stack = stack_comparison(channels, side)
     runs, trained = {}, {}
     quick = {"data.limit_train": 128, "data.limit_eval": 100, "train.epochs": 1}
     for name in TWINS:

@@ -65,17 +65,21 @@ def conv_grid(side: int = SIDE) -> list[dict[str, Any]]:
 
 
 def stack_comparison(channels: int, side: int) -> dict[str, dict[str, Any]]:
-    """One 7x7 convolution against three 3x3 ones (same channels, same output, same receptive field),
-    measured by tracing real layers."""
-    single = nn.Sequential(nn.Conv2d(channels, channels, 7, padding=3))
+    """One 7x7 convolution against three stacked 3x3 ones (VGG's argument: same channels, output and
+    receptive field), each with its ReLU: parameters and multiply-adds by formula and traced from the
+    real layers, the field, the output shape and the non-linearities."""
+    single = nn.Sequential(nn.Conv2d(channels, channels, 7, padding=3), nn.ReLU())
     stack = nn.Sequential(*(m for _ in range(3) for m in (nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())))
     found = {}
-    for label, model in (("one 7x7", single), ("three 3x3", stack)):
+    for label, model, kernel, repeat in (("one 7x7", single, 7, 1), ("three 3x3", stack, 3, 3)):
+        formula = layer_calc("conv", side, kernel, 1, kernel // 2, in_channels=channels, out_channels=channels)
         table = layer_table(model, (channels, side, side))
         last = [r for r in table.rows if isinstance(r.field, Field)][-1]
         found[label] = {
             "parameters": table.parameters,
+            "formula_parameters": repeat * formula.parameters,
             "macs": table.macs,
+            "formula_macs": repeat * formula.macs,
             "field": last.field.size[0],
             "output": list(table.rows[-1].output),
             "nonlinearities": sum(isinstance(m, nn.ReLU) for m in model),
