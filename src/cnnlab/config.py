@@ -71,6 +71,10 @@ class DataConfig:
     holdout_source: str | None = None
     """Leave one source out (set by `cnnlab crossval --by-source`): test = every image of this
     source (metadata.csv's `source`), train and val = the other sources', val held out by patient."""
+    extra: tuple[str, ...] = ()
+    """Class folders (`--extra-data DIR`, e.g. `cnnlab feedback export`'s) whose every image joins
+    the training split only, whatever their own splits say; an image of a patient in the source's
+    validation or test split is left out, and a label outside the source's classes is an error."""
 
 
 @dataclass(frozen=True)
@@ -332,7 +336,12 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
                     raise ConfigError(f"{prefix}{name}: not a YAML list") from None
             if not isinstance(raw[name], list | tuple):
                 raise ConfigError(f"{prefix}{name} must be a list")
-            kwargs[name] = tuple(_build(item, v, f"{prefix}{name}.{i}.") for i, v in enumerate(raw[name]))
+            kwargs[name] = tuple(
+                _build(item, v, f"{prefix}{name}.{i}.")
+                if dataclasses.is_dataclass(item)
+                else _coerce(v, item, f"{prefix}{name}.{i}")
+                for i, v in enumerate(raw[name])
+            )
         else:
             kwargs[name] = _coerce(raw[name], kind, f"{prefix}{name}")
     for name, value in kwargs.items():

@@ -45,6 +45,7 @@ def demo(
         "  |  cnnlab train lenet5-fashion-mnist --set optim.lr=2e-3 --set train.precision=bf16"
         "  |  cnnlab train lenet5-mnist --out runs/x --resume  |  cnnlab train lenet5-fashion-mnist --nproc 2"
         "  |  cnnlab train lenet5-fashion-mnist --find-lr  |  cnnlab train --list"
+        "  |  cnnlab train lite0-xray --extra-data feedback/2025-06 --out runs/xray-feedback"
     )
 )
 def train(
@@ -71,6 +72,16 @@ def train(
     augment: Annotated[
         str | None,
         typer.Option(metavar=choice_metavar(AUGMENT_PRESETS), help="Augmentation preset (`cnnlab data preview`)."),
+    ] = None,
+    extra_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--extra-data",
+            metavar="DIR",
+            help="A class folder (e.g. `cnnlab feedback export`'s) whose images all join the training split only; "
+            "images of patients in the validation or test split are left out. Repeatable; replaces the recipe's "
+            "data.extra.",
+        ),
     ] = None,
     class_weights: Annotated[
         str | None,
@@ -122,6 +133,8 @@ def train(
     values = {k: v for k, v in shortcuts.items() if v is not None}
     if download:
         values["data.download"] = True
+    if extra_data:
+        values["data.extra"] = [str(folder) for folder in extra_data]
     if recipe is None and "name" not in values:
         values["name"] = f"{model or 'lenet5'}-{slug(data or 'mnist-sample')}"
     cfg = load_training_recipe(recipe, overrides=set_ or [], values=values)

@@ -20,6 +20,7 @@ from cnnlab.bundle.card import ModelCard
 from cnnlab.config import Config
 from cnnlab.data.augment import build_augment, build_mix
 from cnnlab.data.loader import TensorBatches
+from cnnlab.data.merge import join_extra_data, main_record
 from cnnlab.data.preprocess import Preprocessing, channel_stats, fit_all, plan_resize, stats_tensors
 from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset, load_source
 from cnnlab.engine import distributed
@@ -102,11 +103,17 @@ def train(
     if cfg.data.source.startswith(FOLDER_PREFIX):  # recorded absolute: evaluate may run elsewhere
         folder = Path(cfg.data.source[len(FOLDER_PREFIX) :]).expanduser().resolve()
         cfg = cfg.replace(data=replace(cfg.data, source=f"{FOLDER_PREFIX}{folder}"))
+    if cfg.data.extra:
+        extra = tuple(str(Path(folder).expanduser().resolve()) for folder in cfg.data.extra)
+        cfg = cfg.replace(data=replace(cfg.data, extra=extra))
     cfg = resolve_auto_weights(cfg, console)
     input_size = cfg.data.input_size or spec.input_size
     if not rank.main:  # rank 0 decodes first and fills the cache the others then read
         distributed.barrier()
     data = load_source(cfg.data, input_size, console)
+    # The card's sha256 is of what `cnnlab evaluate` reloads: the source without its extra folders.
+    source_digest = data.digest() if rank.main else ""
+    data, datasets = join_extra_data(data, cfg.data, console)
     if rank.main:
         distributed.barrier()
     prep, splits = prepare_for(cfg, spec, data, input_size)
@@ -209,7 +216,7 @@ def train(
             "threads": torch.get_num_threads(),
             "processes": rank.world,
         },
-        data=data_summary(data),
+        data=data_summary(data, datasets, source_digest),
         reference=reference,
         cnnlab_version=__version__,
         torch_version=torch.__version__,
@@ -308,14 +315,21 @@ def stage_times(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return stages
 
 
-def data_summary(data: ArrayDataset) -> dict[str, Any]:
-    """What the model card records of the data: enough to recognise it and its problems."""
+def data_summary(
+    data: ArrayDataset, datasets: list[dict[str, Any]] | None = None, source_digest: str | None = None
+) -> dict[str, Any]:
+    """What the model card records of the data: enough to recognise it and its problems.
+
+    `datasets`: every data set the run used (`cnnlab.data.merge.join_extra_data`), default `data`
+    alone; `source_digest`: `data.digest()` of the source as loaded, before extra folders joined its
+    training split (evaluation reloads the source alone and compares it with this)."""
     summary: dict[str, Any] = {
         "source": data.source,
         "origin": data.origin,
         "location": data.location,
-        "sha256": data.digest(),
+        "sha256": source_digest or data.digest(),
         "splits": data.sizes(),
+        "datasets": datasets if datasets is not None else [main_record(data)],
     }
     if data.groups is not None:
         summary["groups_per_split"] = {name: len(set(g.tolist())) for name, g in data.groups.items()}
