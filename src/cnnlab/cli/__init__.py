@@ -11,12 +11,12 @@ from click import Context
 from typer.core import TyperGroup
 
 from cnnlab import __version__
-from cnnlab.cli import data, evaluate, explain, export, predict, recipe, service, shortcuts, train
+from cnnlab.cli import data, evaluate, explain, export, gate, predict, recipe, service, shortcuts, train
 from cnnlab.cli.common import HELP_OPTION_NAMES, console, run
 
 # `cnnlab --help` lists the commands in the order a user meets them, not module by module.
 HELP_ORDER = (
-    "demo", "train", "evaluate", "calibrate", "crossval", "compare-models", "compare", "export", "predict",
+    "demo", "train", "evaluate", "calibrate", "crossval", "compare-models", "compare", "gate", "export", "predict",
     "models", "datasets", "filters", "featuremaps", "explain", "shortcuts", "summary", "calc", "serve", "ui",
     "data", "keys", "audit", "feedback", "recipe",
 )  # fmt: skip
@@ -41,7 +41,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-for module in (train, evaluate, export, predict, data, explain, shortcuts, service):
+for module in (train, evaluate, gate, export, predict, data, explain, shortcuts, service):
     app.add_typer(module.app)
 app.add_typer(data.data_app, name="data")
 app.add_typer(service.keys_app, name="keys")
