@@ -9,8 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cnnlab.errors import DataError
-from cnnlab.evaluation.calibration import ece_interval, reliability
-from cnnlab.evaluation.gate import Margins, paired_gate, weighted_ece
+from cnnlab.evaluation.calibration import ece_interval, reliability, weighted_ece
+from cnnlab.evaluation.gate import Margins, paired_gate
 from cnnlab.evaluation.metrics import resample_weights
 
 CLASSES = ["normal", "pneumonia"]

@@ -19,6 +19,9 @@ from cnnlab.serve.app import create_app
 from cnnlab.serve.security import Role, create_key
 from cnnlab.serve.settings import ServeSettings
 
+OVERRIDE = "test: these tests configure no gate folder"
+"""The override reason tests give where activation is not what they test (no gate folder is configured)."""
+
 
 def png_bytes(seed: int = 0, size: int = 28) -> bytes:
     """A grey noise image: the tiny LeNet is unsure about it, so it lands in the review queue."""

@@ -15,7 +15,7 @@ from PIL import Image
 from cnnlab.serve.app import create_app
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import FeedbackRow, PredictionRow, ReviewItem
-from tests.serve.conftest import Service, png_bytes, sha256, upload
+from tests.serve.conftest import OVERRIDE, Service, png_bytes, sha256, upload
 
 # (method, path, least role); bodies that pass authorisation are not the point here.
 ROUTES = [
@@ -44,7 +44,7 @@ def call(service: Service, method: str, path: str, role: str | None, key: str | 
         return service.client.post(path, json={"request_id": "nope", "label": "1"}, headers=headers)
     if path.endswith("/activate"):
         version = service.app.state.models.active("tiny").version
-        return service.client.post(path, json={"version": version}, headers=headers)
+        return service.client.post(path, json={"version": version, "override_reason": OVERRIDE}, headers=headers)
     if method == "POST":
         return service.client.post(path, json={}, headers=headers)
     return service.client.get(path, headers=headers)
@@ -191,8 +191,21 @@ def test_models_activate_and_rollback(settings: ServeSettings, trained_bundle: P
         old, new = listed[0]["version"], listed[1]["version"]
         assert old != new and [m["active"] for m in listed] == [False, True]  # the newest starts active
         assert service.predict(png_bytes()).json()["model"]["version"] == new
-        rollback = client.post("/v1/models/tiny/activate", json={"version": old}, headers=service.headers("admin"))
+        # No gate folder here: activation is refused unless an admin overrides with a reason.
+        refused = client.post("/v1/models/tiny/activate", json={"version": old}, headers=service.headers("admin"))
+        assert refused.status_code == 409 and "override_reason" in refused.json()["detail"]
+        assert service.predict(png_bytes()).json()["model"]["version"] == new
+        too_short = {"version": old, "override_reason": "why"}
+        assert (
+            client.post("/v1/models/tiny/activate", json=too_short, headers=service.headers("admin")).status_code == 422
+        )
+        rollback = client.post(
+            "/v1/models/tiny/activate",
+            json={"version": old, "override_reason": OVERRIDE},
+            headers=service.headers("admin"),
+        )
         assert rollback.status_code == 200 and rollback.json()["active"] is True
+        assert OVERRIDE in rollback.json()["reason"]
         assert service.predict(png_bytes()).json()["model"]["version"] == old
         assert (
             client.post(
@@ -233,7 +246,8 @@ def test_in_flight_request_finishes_on_its_version(
         worker.start()
         assert entered.wait(10)
         other = next(m for m in models.all() if m is not started_on)
-        client.post("/v1/models/tiny/activate", json={"version": other.version}, headers=service.headers("admin"))
+        body = {"version": other.version, "override_reason": OVERRIDE}
+        client.post("/v1/models/tiny/activate", json=body, headers=service.headers("admin"))
         release.set()
         worker.join(10)
         assert result["r"].json()["model"]["version"] == started_on.version

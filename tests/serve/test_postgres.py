@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from cnnlab.evaluation.drift import MIN_RECENT
 from cnnlab.serve.app import create_app
 from cnnlab.serve.settings import ServeSettings
-from cnnlab.serve.store import Base, Store, head_revision, schema_revision
-from tests.serve.conftest import Service, png_bytes
+from cnnlab.serve.store import Base, Store, head_revision, schema_revision, utcnow
+from tests.serve.conftest import Service, png_bytes, upload
 from tests.serve.test_migrations import schema_differences, stores_started_at_once
 
 INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -171,3 +173,33 @@ def test_the_migrated_schema_on_postgres_is_the_declared_one(pg_store: Store, po
     assert schema_revision(pg_store.engine) == head_revision() and schema_differences(pg_store.engine) == []
     for store in stores:
         store.close()
+
+
+def test_the_clinical_loop_queries_run_on_postgres(
+    pg_store: Store, postgres_url: str, trained_bundle: Path, second_version: Path, tmp_path: Path
+) -> None:
+    """Rollouts, shadow answers, embeddings, live accuracy per version and week, and the purge, in
+    PostgreSQL's dialect (grouping by booleans, bytea, deletes across the tables a prediction owns)."""
+    both = ServeSettings(runs=[trained_bundle, second_version], state_dir=tmp_path / "state", db_url=postgres_url)
+    with TestClient(create_app(both)) as client:
+        service = Service(client)
+        admin = service.headers("admin")
+        listed = client.get("/v1/models", headers=admin).json()
+        candidate = next(m["version"] for m in listed if m["role"] != "active")
+        shadow = client.post("/v1/models/tiny/rollout", json={"version": candidate, "mode": "shadow"}, headers=admin)
+        assert shadow.status_code == 200, shadow.text
+        for seed in range(MIN_RECENT):
+            answer = client.post("/v1/predict", files=upload(png_bytes(seed)), data={"patient_id": f"P{seed}"},
+                                 headers=service.headers("clinician"))  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            client.post("/v1/feedback", json={"request_id": answer.json()["request_id"], "label": "3"},
+                        headers=service.headers("clinician"))  # fmt: skip
+        report = client.get("/v1/monitor", headers=admin).json()
+        rows = {v["role"]: v for v in report["versions"]}
+        assert rows["active"]["feedback"] == MIN_RECENT and rows["shadow"]["shadow_answers"] == MIN_RECENT
+        assert rows["active"]["review_rate"] is not None and report["live"]["weeks"]
+        assert report["drift"]["verdict"] in ("drifted", "not drifted")  # the embeddings came back from bytea
+        assert "cnnlab_predictions_total{label=" in client.get("/metrics", headers=admin).text
+    purged = pg_store.purge_before(utcnow() + timedelta(seconds=1))
+    assert purged.predictions == MIN_RECENT and len(purged.image_files) == MIN_RECENT
+    assert pg_store.labelled_cases("tiny") == [] and pg_store.verify_audit()[1] is None

@@ -1,4 +1,5 @@
-"""`cnnlab serve --workers 2`: two processes on one database agree on which version is active."""
+"""`cnnlab serve --workers 2`: two processes on one database agree on which version is active, and
+/metrics and /v1/monitor report every worker's requests whichever worker answers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from cnnlab.serve.app import create_app, settings_environment
 from cnnlab.serve.settings import ServeSettings
-from tests.serve.conftest import Service
+from tests.serve.conftest import OVERRIDE, Service, png_bytes, upload
 
 
 def _free_port() -> int:
@@ -38,8 +39,8 @@ def test_two_processes_on_one_database_agree_on_the_active_version(
         a, b = Service(first), Service(second)
         models = second.get("/v1/models", headers=b.headers("viewer")).json()
         inactive = next(m for m in models if not m["active"])
-        answer = first.post(f"/v1/models/{inactive['name']}/activate", json={"version": inactive["version"]},
-                            headers=a.headers("admin"))  # fmt: skip
+        body = {"version": inactive["version"], "override_reason": OVERRIDE}
+        answer = first.post(f"/v1/models/{inactive['name']}/activate", json=body, headers=a.headers("admin"))
         assert answer.status_code == 200
         seen = second.get("/v1/models", headers=b.headers("viewer")).json()
         assert [m["version"] for m in seen if m["active"]] == [inactive["version"]]
@@ -77,7 +78,8 @@ def test_an_activation_reaches_every_worker(trained_bundle: Path, second_version
         models = httpx.get(f"{base}/v1/models", headers=headers, timeout=10).json()
         inactive = next(m for m in models if not m["active"])
         activated = httpx.post(
-            f"{base}/v1/models/{inactive['name']}/activate", json={"version": inactive["version"]},
+            f"{base}/v1/models/{inactive['name']}/activate",
+            json={"version": inactive["version"], "override_reason": OVERRIDE},
             headers=headers, timeout=10,
         )  # fmt: skip
         assert activated.status_code == 200, activated.text
@@ -86,6 +88,21 @@ def test_an_activation_reaches_every_worker(trained_bundle: Path, second_version
             answer = httpx.get(f"{base}/v1/models", headers=headers, timeout=10)
             active |= {m["version"] for m in answer.json() if m["active"]}
         assert active == {inactive["version"]}
+
+        # Counts are every worker's, whichever worker answers the scrape.
+        for seed in range(6):
+            answer = httpx.post(f"{base}/v1/predict", files=upload(png_bytes(seed)), headers=headers, timeout=30)
+            assert answer.status_code == 200, answer.text
+        totals, windows, pids = set(), set(), set()
+        for _ in range(12):
+            scrape = httpx.get(f"{base}/metrics", headers=headers, timeout=10).text
+            totals.add(sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                           if line.startswith("cnnlab_predictions_total{")))  # fmt: skip
+            pids |= {line for line in scrape.splitlines() if line.startswith("cnnlab_request_seconds_count")}
+            report = httpx.get(f"{base}/v1/monitor", headers=headers, timeout=30).json()
+            windows.add(report["window"]["requests"])
+        assert totals == {6.0} and windows == {6}
+        assert pids, "the latency histogram (multiprocess mode) is exported"
     finally:
         server.terminate()
         server.wait(timeout=60)

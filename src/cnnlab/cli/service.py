@@ -5,6 +5,7 @@ administration of its keys, audit log and collected feedback."""
 from __future__ import annotations
 
 import socket
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,7 +68,13 @@ def _service_store(state_dir: Path, db: str | None, create: bool = False) -> Any
     "--ssl-certfile cert.pem --ssl-keyfile key.pem"
 )
 def serve(
-    runs: Annotated[list[Path], typer.Argument(help="Bundles to serve; the newest per model name starts active.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Bundles to serve. On a new database the newest per model name starts active; a bundle added "
+            "later waits for activation (the gate) or a canary."
+        ),
+    ],
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
@@ -87,14 +94,25 @@ def serve(
         ),
     ] = None,
     device: DeviceOpt = None,
+    gate_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--gate-data",
+            help="A labelled class folder (patients no model trained on): activating or promoting a version runs "
+            "the promotion gate on it (`cnnlab gate`); without it, activation needs an override reason.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback and a review queue (API keys needed)."""
+    """Serve bundles over HTTP: predictions, Grad-CAM overlays, feedback, a review queue, and gated
+    activation, canary and shadow rollouts of new versions (API keys needed)."""
     _needs_service("cnnlab serve", db)
     import os
+    import tempfile
 
     import uvicorn
 
     from cnnlab.serve.app import create_app, settings_environment
+    from cnnlab.serve.metrics import MULTIPROCESS_ENV
 
     if workers < 1:
         raise CnnlabError(f"--workers must be at least 1, not {workers}")
@@ -106,6 +124,10 @@ def serve(
     limits = {} if rate_limit is None else {"rate_limit_per_minute": rate_limit}
     if device is not None:
         limits["device"] = device
+    if gate_data is not None:
+        if not gate_data.is_dir():
+            raise CnnlabError(f"--gate-data {gate_data}: no such folder")
+        limits["gate_data"] = gate_data.resolve()
     settings = _serve_settings(
         state_dir, db, runs=runs, host=host, port=port, review_threshold=review_threshold, **limits
     )
@@ -119,6 +141,9 @@ def serve(
     )
     if workers > 1:  # each worker builds its own app from the same settings, passed by environment
         os.environ.update(settings_environment(settings))
+        # prometheus_client's multiprocess mode: each worker writes its latency samples here, and
+        # whichever worker is scraped sums them all (counts come from the database anyway).
+        os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="cnnlab-metrics-")
     uvicorn.run(
         "cnnlab.serve.app:create_app_from_environment" if workers > 1 else application,
         factory=workers > 1,
@@ -264,13 +289,19 @@ def audit_verify(state_dir: StateDirOpt = DEFAULT_STATE_DIR, db: DbOpt = None) -
 feedback_app = typer.Typer(help="Clinician feedback collected by `cnnlab serve`.", no_args_is_help=True)
 
 
-@feedback_app.command("export", epilog="Example:  cnnlab feedback export --out data/feedback-1")
+@feedback_app.command(
+    "export",
+    epilog="Example:  cnnlab feedback export --out data/feedback-1  "
+    "(then: cnnlab train xray --extra-data data/feedback-1 --out runs/xray-v2)",
+)
 def feedback_export(
     out: Annotated[Path, typer.Option("--out", help="A new folder for the class-folder data set.")],
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
     db: DbOpt = None,
 ) -> None:
-    """Write the reviewed images as OUT/<label>/*.png plus metadata.csv, ready for `--data folder:OUT`."""
+    """Write the reviewed images as OUT/<label>/*.png plus metadata.csv (the clinician's label, the patient's
+    keyed hash, source `feedback`, the prediction and version it corrects, who confirmed it and when),
+    ready for `cnnlab train RECIPE --extra-data OUT`."""
     _needs_service("cnnlab feedback", db)
     from cnnlab.serve.export import export_feedback
 
@@ -280,6 +311,59 @@ def feedback_export(
     finally:
         store.close()
     console.print(f"exported {written} reviewed images to {out}" + (f" ({missing} images missing)" if missing else ""))
+
+
+@app.command(
+    epilog="Examples:  cnnlab purge --older-than 365 --state-dir serve-state  |  "
+    "CNNLAB_SERVE_RETENTION_DAYS=90 cnnlab purge --yes"
+)
+def purge(
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than",
+            metavar="DAYS",
+            envvar="CNNLAB_SERVE_RETENTION_DAYS",
+            help="Delete predictions older than this many days (default: the service's retention period, "
+            "CNNLAB_SERVE_RETENTION_DAYS).",
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Delete without asking.")] = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    db: DbOpt = None,
+) -> None:
+    """Delete kept images and predictions past the retention period, with their feedback, review items and
+    shadow answers; the audit log keeps every row and gains one saying what was purged."""
+    _needs_service("cnnlab purge", db)
+    from datetime import timedelta
+
+    from cnnlab.serve.store import utcnow
+
+    if older_than is None:
+        raise CnnlabError("say how old: --older-than DAYS (or set CNNLAB_SERVE_RETENTION_DAYS)")
+    if older_than <= 0:
+        raise CnnlabError(f"--older-than must be more than 0 days, not {older_than:g}")
+    before = utcnow() - timedelta(days=older_than)
+    question = f"delete every prediction and kept image from before {before:%Y-%m-%d %H:%M} UTC?"
+    if not yes and not typer.confirm(question):
+        raise typer.Exit(1)
+    store = _service_store(state_dir, db)
+    try:
+        purged = store.purge_before(before)
+        images = state_dir / "images"
+        for name in purged.image_files:
+            (images / name).unlink(missing_ok=True)
+        store.append_audit(
+            request_id=uuid.uuid4().hex, key_id=None, role="operator", method="CLI", route="cnnlab purge",
+            model_version=None, input_sha256=None, outcome=f"purged {purged.predictions} older than {older_than:g} d",
+            status=0,
+        )  # fmt: skip
+    finally:
+        store.close()
+    console.print(
+        f"purged {purged.predictions} predictions and {len(purged.image_files)} kept images from before "
+        f"{before:%Y-%m-%d %H:%M} UTC; the audit log keeps every row"
+    )
 
 
 def check_port_free(host: str, port: int) -> None:

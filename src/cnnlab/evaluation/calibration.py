@@ -145,15 +145,20 @@ def ece_interval(
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0 or resamples == 0:
         return None, None
+    draws = weighted_ece(y, proba, resample_weights(len(y), groups, resamples, seed), bins)
+    low, high = percentile_interval(draws, level).to_list()
+    return low, high
+
+
+def weighted_ece(y: np.ndarray, proba: np.ndarray, w: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """The ECE of `reliability` for each row of image weights `w` (resamples, N): one weighted sum per
+    row, so a bootstrap (or a paired one, both models on the same rows) costs one matrix product."""
     conf = proba.max(axis=1)
     correct = (proba.argmax(axis=1) == y).astype(np.float64)
     which = np.clip(np.searchsorted(np.linspace(0.0, 1.0, bins + 1), conf, side="left") - 1, 0, bins - 1)
     gap = np.zeros((len(y), bins))
     gap[np.arange(len(y)), which] = correct - conf
-    w = resample_weights(len(y), groups, resamples, seed)
-    draws = np.abs(w @ gap).sum(axis=1) / w.sum(axis=1)
-    low, high = percentile_interval(draws, level).to_list()
-    return low, high
+    return np.abs(w @ gap).sum(axis=1) / w.sum(axis=1)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,9 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import DataError
+from cnnlab.evaluation.calibration import weighted_ece
 from cnnlab.evaluation.metrics import clean, one_vs_rest, percentile_interval, resample_weights, roc_auc
 from cnnlab.evaluation.operating import positive_score
-
-ECE_BINS = 15
-"""`cnnlab.evaluation.calibration.BINS`: that module loads torch for its fitting, which this one never needs."""
 
 
 @dataclass(frozen=True)
@@ -199,17 +197,6 @@ def paired_gate(
         positive=positive,
         operating_points={"candidate": candidate_point or None, "active": active_point or None},
     )
-
-
-def weighted_ece(y: np.ndarray, proba: np.ndarray, w: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
-    """The ECE of `cnnlab.evaluation.calibration.reliability` for each row of image weights (B, N):
-    sum over bins of |weighted correct - weighted confidence| over the total weight."""
-    conf = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == y).astype(np.float64)
-    which = np.clip(np.searchsorted(np.linspace(0.0, 1.0, bins + 1), conf, side="left") - 1, 0, bins - 1)
-    gap = np.zeros((len(y), bins))
-    gap[np.arange(len(y)), which] = correct - conf
-    return np.abs(w @ gap).sum(axis=1) / w.sum(axis=1)
 
 
 def _check(

@@ -272,3 +272,17 @@ def clean(value: Any) -> Any:
     if isinstance(value, float | np.floating):
         return None if np.isnan(value) else float(value)
     return value
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> Interval:
+    """Wilson's score interval of a proportion: honest at small n and at 0 or n successes, where the
+    normal approximation collapses to a point (NaN bounds when n is 0)."""
+    if n <= 0:
+        return Interval(float("nan"), float("nan"))
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(float(max(0.0, centre - half)), float(min(1.0, centre + half)))

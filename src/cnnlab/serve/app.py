@@ -19,7 +19,9 @@ from cnnlab.serve.metrics import ServiceMetrics
 from cnnlab.serve.middleware import ServiceMiddleware
 from cnnlab.serve.models import ModelRegistry
 from cnnlab.serve.monitor import Monitor
+from cnnlab.serve.release import Release
 from cnnlab.serve.routes import account, feedback, health, models, monitor, predict, predictions
+from cnnlab.serve.security import PatientKeys
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import Store, is_busy
 
@@ -58,7 +60,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.store = store
     app.state.models = registry
     app.state.metrics = metrics
-    app.state.monitor = Monitor()
+    app.state.monitor = Monitor(store)
+    app.state.release = Release(settings, registry, store)
+    app.state.patient_keys = PatientKeys.for_service(settings.patient_id_key, store)
 
     for module in (health, account, predict, predictions, feedback, models, monitor):
         app.include_router(module.router)

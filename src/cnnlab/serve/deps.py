@@ -1,5 +1,5 @@
 """The routes' typed dependencies: what a request may use (the settings, the store, the models, the
-metrics and the monitor of its app) and who is asking (an API key of a least role).
+metrics, the monitor and the release decisions of its app) and who is asking (an API key of a least role).
 
 Routes take these `Annotated` aliases as parameters and never read `request.app.state` themselves,
 so each route says in its signature what it touches, and `create_app` is the one place that state
@@ -18,7 +18,8 @@ from fastapi.security import APIKeyHeader
 from cnnlab.serve.metrics import ServiceMetrics
 from cnnlab.serve.models import LoadedModel, ModelRegistry
 from cnnlab.serve.monitor import Monitor
-from cnnlab.serve.security import KEY_HEADER, Principal, Role, hash_key
+from cnnlab.serve.release import Release
+from cnnlab.serve.security import KEY_HEADER, PatientKeys, Principal, Role, hash_key
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import RATE_LIMITED, PredictionRow, Store, as_utc, utcnow
 
@@ -46,11 +47,21 @@ async def get_monitor(request: Request) -> Monitor:
     return request.app.state.monitor
 
 
+async def get_release(request: Request) -> Release:
+    return request.app.state.release
+
+
+async def get_patient_keys(request: Request) -> PatientKeys:
+    return request.app.state.patient_keys
+
+
 SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ModelsDep = Annotated[ModelRegistry, Depends(get_models)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 MonitorDep = Annotated[Monitor, Depends(get_monitor)]
+ReleaseDep = Annotated[Release, Depends(get_release)]
+PatientKeysDep = Annotated[PatientKeys, Depends(get_patient_keys)]
 
 
 # --------------------------------------------------------------------------- who is asking

@@ -1,4 +1,4 @@
-"""Clinician feedback as a class-folder data set that `cnnlab train --data folder:DIR` reads."""
+"""Clinician feedback as a class-folder data set that `cnnlab train --extra-data DIR` merges into training."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write_text
 from cnnlab.serve.store import Store, as_utc
 
+FEEDBACK_SOURCE = "feedback"
+"""The `source` of every exported image: per-source metrics and `--by-source` folds keep it apart."""
+
 METADATA_COLUMNS = (
     "file",
     "label",
+    "patient_id",
+    "source",
     "predicted_label",
     "agrees",
     "model_name",
@@ -22,7 +27,9 @@ METADATA_COLUMNS = (
     "reviewed_at",
     "request_id",
 )
-"""Free-text notes are left out on purpose: a clinician may have typed patient details into one."""
+"""Free-text notes are left out on purpose: a clinician may have typed patient details into one.
+`patient_id` is the keyed hash the service stored (never the id the request gave), so the patients of
+an export group together in training and cross-validation without being named."""
 
 
 def _safe_folder(label: str) -> str:
@@ -53,6 +60,8 @@ def export_feedback(store: Store, images_dir: Path, out: Path) -> tuple[int, int
             {
                 "file": f"{folder}/{fb.image_file}",
                 "label": fb.label,
+                "patient_id": pred.patient_key or "",
+                "source": FEEDBACK_SOURCE,
                 "predicted_label": pred.label,
                 "agrees": int(fb.agrees),
                 "model_name": pred.model_name,

@@ -129,3 +129,20 @@ def png(pixels: np.ndarray) -> bytes:
 def _bare_dicom(data: bytes) -> bool:
     """A data set written without the Part 10 header starts with a group 0002 or 0008 tag; only the message uses it."""
     return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+def predict_kept(model: LoadedModel, kept_png: bytes, timeout_s: float) -> np.ndarray:
+    """Calibrated probabilities of `model` on a kept image, for a shadow run outside any request: it
+    waits for the model at most `timeout_s` (then WorkCancelled), so a busy model drops shadow work."""
+    clf = model.classifier
+    image, _info = decode_bytes(kept_png, KEPT_NAME)
+    pixels = decode_image(image, clf.preprocessing.channels)
+    cancel = threading.Event()
+    timer = threading.Timer(timeout_s, cancel.set)
+    timer.start()
+    try:
+        with model.running(cancel):
+            probas, _embeddings = clf.proba_and_embedding(clf.preprocess([pixels]))
+    finally:
+        timer.cancel()
+    return probas[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cnnlab.bundle.classifier import Classifier, load
 from cnnlab.errors import BundleError
-from cnnlab.serve.store import Store
+from cnnlab.evaluation.metrics import wilson_interval
+from cnnlab.serve.store import Rollout, Store
 
 VERSION_CHARS = 12
 """A version is the first hex digits of the weights' sha256: stable, and the same on every machine."""
@@ -86,6 +89,16 @@ class LoadedModel:
         reference = self.classifier.card.reference or {}
         return reference.get("predicted_distribution")
 
+    @property
+    def validation_accuracy(self) -> dict[str, Any] | None:
+        """{"accuracy", "ci" (Wilson 95%), "n"} on the validation split, when the card records both."""
+        accuracy = self.classifier.card.metrics.get("val_accuracy")
+        n = (self.classifier.card.data.get("splits") or {}).get("val")
+        if accuracy is None or not n:
+            return None
+        interval = wilson_interval(round(float(accuracy) * int(n)), int(n))
+        return {"accuracy": float(accuracy), "ci": interval.to_list(), "n": int(n)}
+
     def describe(self, active: bool) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -107,6 +120,23 @@ def load_model(run_dir: Path, device: torch.device | str | None = "cpu") -> Load
     return LoadedModel(card.name, sha[:VERSION_CHARS], sha, card.created_at, run_dir, clf)
 
 
+def in_canary(routing_key: str, fraction: float) -> bool:
+    """Whether a request keyed `routing_key` (a patient's key, else the request id) goes to the canary:
+    a stable hash, so one patient's images always meet the same version while a rollout lasts."""
+    bucket = int.from_bytes(hashlib.sha256(f"canary:{routing_key}".encode()).digest()[:8], "big") / 2**64
+    return bucket < fraction
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Who answers one request: `model` (on the `arm` "active" or "canary"), and a shadow that predicts
+    on the same image without being shown, or None."""
+
+    model: LoadedModel
+    arm: str
+    shadow: LoadedModel | None = None
+
+
 class ModelRegistry:
     """Swapping the active version is one dict assignment: a request that already holds its
     `LoadedModel` finishes on it, the next one gets the new version."""
@@ -125,6 +155,12 @@ class ModelRegistry:
         for name, versions in self._versions.items():
             chosen = store.activation(name)
             newest = max(versions.values(), key=lambda m: m.created_at)
+            if chosen is None:
+                # Recorded, so that a bundle added at a later start waits for the gate instead of going live.
+                # Another worker may record its choice first (the same newest): then theirs stands.
+                with contextlib.suppress(IntegrityError):
+                    store.change_active(name, newest.version, None, "initial", "the newest version at the first start")
+                chosen = store.activation(name)
             self._active[name] = versions.get(chosen or "", newest)
 
     @classmethod
@@ -150,6 +186,37 @@ class ModelRegistry:
             self._active[name] = versions[chosen]
         return self._active.get(name)
 
+    def rollout(self, name: str) -> tuple[Rollout, LoadedModel] | None:
+        """The rollout of `name` as the database says now, when its version is loaded here."""
+        try:
+            row = self._store.rollout(name)
+        except SQLAlchemyError:  # as for the active version: a database that cannot answer means no rollout
+            return None
+        model = self._versions.get(name, {}).get(row.version) if row else None
+        return (row, model) if row is not None and model is not None else None
+
+    def route(self, name: str, routing_key: str) -> Routed | None:
+        """Who answers a request for `name` keyed `routing_key` (None when no such model is served)."""
+        active = self.active(name)
+        if active is None:
+            return None
+        rollout = self.rollout(name)
+        if rollout is None or rollout[1] is active:
+            return Routed(active, "active")
+        row, candidate = rollout
+        if row.mode == "shadow":
+            return Routed(active, "active", shadow=candidate)
+        return Routed(candidate, "canary") if in_canary(routing_key, row.fraction) else Routed(active, "active")
+
+    def role(self, model: LoadedModel) -> tuple[str, float | None]:
+        """("active" | "canary" | "shadow" | "inactive", the canary's fraction or None)."""
+        if self.is_active(model):
+            return "active", None
+        rollout = self.rollout(model.name)
+        if rollout is not None and rollout[1] is model:
+            return rollout[0].mode, rollout[0].fraction if rollout[0].mode == "canary" else None
+        return "inactive", None
+
     def versions(self, name: str) -> dict[str, LoadedModel]:
         return self._versions.get(name, {})
 
@@ -159,11 +226,11 @@ class ModelRegistry:
     def is_active(self, model: LoadedModel) -> bool:
         return self.active(model.name) is model
 
-    def activate(self, name: str, version: str, by: str | None) -> LoadedModel | None:
-        """The model now active, or None when that name or version is not loaded."""
-        model = self._versions.get(name, {}).get(version)
-        if model is None:
-            return None
-        self._store.set_activation(name, version, by)
-        self._active[name] = model
-        return model
+    def activate(
+        self, model: LoadedModel, by: str | None, action: str, reason: str = "", gate_json: str | None = None
+    ) -> None:
+        """Make `model` the active version, logged as `action`; a rollout of that very version ends."""
+        rollout = self.rollout(model.name)
+        ends = rollout is not None and rollout[1] is model
+        self._store.change_active(model.name, model.version, by, action, reason, gate_json, end_rollout=ends)
+        self._active[model.name] = model

@@ -6,6 +6,7 @@ in /openapi.json, and the published API description is part of the contract."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -49,6 +50,9 @@ class PredictResponse(BaseModel):
     needs_review: bool
     review_reasons: list[str]
     explanation: Explanation | None = None
+    intended_use: str
+    routed: str
+    """Which side of a rollout answered: active, or canary."""
 
 
 class ExplanationOut(Explanation):
@@ -101,5 +105,61 @@ class ResolveOut(BaseModel):
 
 
 # --------------------------------------------------------------------------- models
+OVERRIDE_MIN = 10
+"""An override reason shorter than this says nothing an auditor could check."""
+
+
 class ActivateIn(BaseModel):
     version: str = Field(max_length=64, description="A version listed by GET /v1/models.")
+    override_reason: str | None = Field(
+        None,
+        min_length=OVERRIDE_MIN,
+        max_length=NOTE_MAX,
+        description="Activate although the promotion gate refused (or cannot run): why, for the governance log.",
+    )
+
+
+class RolloutIn(BaseModel):
+    version: str = Field(max_length=64, description="A loaded version other than the active one.")
+    mode: Literal["canary", "shadow"] = Field(
+        description="canary: it answers `fraction` of the requests; shadow: it predicts on every request, unseen."
+    )
+    fraction: float = Field(0.1, ge=0.0, le=1.0, description="The canary's share of requests, by patient.")
+    override_reason: str | None = Field(
+        None, min_length=OVERRIDE_MIN, max_length=NOTE_MAX, description="Start a canary the gate refused: why."
+    )
+
+
+class PromoteIn(BaseModel):
+    override_reason: str | None = Field(
+        None, min_length=OVERRIDE_MIN, max_length=NOTE_MAX, description="Promote although the gate refused: why."
+    )
+
+
+class RollbackIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=NOTE_MAX, description="Why, for the governance log.")
+
+
+class RolloutOut(BaseModel):
+    name: str
+    version: str
+    mode: str
+    fraction: float | None
+    started_by: str | None
+    started_at: datetime
+    gate: dict[str, Any] | None = None
+
+
+class RollbackOut(BaseModel):
+    action: str
+    active: str
+
+
+class EventOut(BaseModel):
+    at: datetime
+    action: str
+    version: str | None
+    previous: str | None
+    by: str | None
+    reason: str
+    gate: dict[str, Any] | None

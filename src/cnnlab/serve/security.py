@@ -8,6 +8,7 @@ and a route names the least role it needs (serve/deps.py checks a request's key)
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,3 +65,26 @@ class Principal:
     role: Role
     name: str = ""
     expires_at: datetime | None = None
+
+
+PATIENT_SECRET = "patient_id_key"
+"""The name of the service-made patient hashing key in the database's secrets."""
+
+
+@dataclass(frozen=True)
+class PatientKeys:
+    """Patient ids become keyed hashes (HMAC-SHA256) before anything is stored: the same patient always
+    gets the same key (canary routing, grouping in training) and nobody without the secret can test a
+    guessed id against the database or an export."""
+
+    secret: bytes
+
+    @classmethod
+    def for_service(cls, configured: str | None, store: Store) -> PatientKeys:
+        return cls((configured or store.service_secret(PATIENT_SECRET)).encode())
+
+    def __call__(self, patient_id: str | None) -> str | None:
+        patient_id = (patient_id or "").strip()
+        if not patient_id:
+            return None
+        return hmac.new(self.secret, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()

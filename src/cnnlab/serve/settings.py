@@ -40,6 +40,25 @@ class ServeSettings(BaseSettings):
         "from the audit log in the database, so the limit is shared by every worker process and machine on it. "
         "0: no limit.",
     )
+    gate_data: Path | None = Field(
+        None,
+        description="A labelled class folder (patients the models never trained on) on which the promotion gate "
+        "compares a candidate with the active version before it may serve; without it, activation needs an "
+        "override reason.",
+    )
+    gate_resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples of the promotion gate.")
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="Kept images and predictions older than this are deleted by `cnnlab purge` (which reads it "
+        "from CNNLAB_SERVE_RETENTION_DAYS too). None: kept until purged by hand.",
+    )
+    patient_id_key: str | None = Field(
+        None,
+        min_length=16,
+        description="The key patient ids are hashed with (HMAC-SHA256); set the same one on every service whose "
+        "exports must match patients. Default: a random key the service makes once and keeps in its database.",
+    )
     public_docs: bool = False
     public_metrics: bool = False
 

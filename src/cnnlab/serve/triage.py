@@ -11,6 +11,13 @@ from cnnlab.evaluation.operating import operating_decision, positive_score
 from cnnlab.serve.models import LoadedModel
 from cnnlab.serve.settings import ServeSettings
 
+INTENDED_USE = (
+    "Decision support for a qualified clinician, who makes the diagnosis: not a diagnosis, and not for use "
+    "without a clinician's review. Trained and validated on the data its model card names; other hospitals, "
+    "devices or populations may see it perform worse."
+)
+"""Stated with every result, by the API and on the page."""
+
 LOW_CONFIDENCE = "low_confidence"
 NEAR_OPERATING_POINT = "near_operating_point"
 

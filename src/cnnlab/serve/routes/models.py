@@ -1,32 +1,131 @@
-"""The loaded models, and switching the active version of one (rollback is activating the previous)."""
+"""The loaded models and which one serves: activation and promotion behind the promotion gate (or an
+audited override), canary and shadow rollouts, rollback, and the governance log."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 
-from cnnlab.serve.deps import Admin, ModelsDep, Viewer
-from cnnlab.serve.schemas import ActivateIn
+from cnnlab.serve.deps import Admin, ModelsDep, ReleaseDep, StoreDep, Viewer
+from cnnlab.serve.models import LoadedModel, ModelRegistry
+from cnnlab.serve.schemas import ActivateIn, EventOut, PromoteIn, RollbackIn, RollbackOut, RolloutIn, RolloutOut
+from cnnlab.serve.store import as_utc
 
 router = APIRouter(prefix="/v1", tags=["models"])
+GATED = {404: {"description": "No such model name or version"}, 409: {"description": "The gate refused; no override"}}
 
 
-@router.get("/models", summary="Every loaded model version, and which is active (viewer)")
+def _describe(models: ModelRegistry, model: LoadedModel) -> dict[str, Any]:
+    role, fraction = models.role(model)
+    return {**model.describe(role == "active"), "role": role, "fraction": fraction}
+
+
+@router.get("/models", summary="Every loaded model version, its role (active, canary, shadow, inactive) (viewer)")
 def list_models(_who: Viewer, models: ModelsDep) -> list[dict[str, Any]]:
-    return [m.describe(models.is_active(m)) for m in models.all()]
+    return [_describe(models, m) for m in models.all()]
 
 
 @router.post(
     "/models/{name}/activate",
-    summary="Make a loaded version the active one for its name (admin); in-flight requests finish on theirs",
-    responses={404: {"description": "No such model name or version"}},
+    summary="Make a loaded version the active one, if it passes the promotion gate or with an override reason "
+    "(admin); in-flight requests finish on theirs",
+    responses=GATED,
 )
-def activate(request: Request, who: Admin, models: ModelsDep, name: str, body: ActivateIn) -> dict[str, Any]:
+async def activate(
+    request: Request, who: Admin, models: ModelsDep, release: ReleaseDep, name: str, body: ActivateIn
+) -> dict[str, Any]:
+    model = release.loaded(name, body.version)
+    request.state.model_version = model.version
+    if models.is_active(model):
+        return {**_describe(models, model), "gate": None, "reason": "already active"}
+    reason, gate_json = await release.cleared(model, who.key_id, body.override_reason, "activation")
+    models.activate(model, who.key_id, "activate", reason, gate_json)
+    return {**_describe(models, model), "gate": json.loads(gate_json) if gate_json else None, "reason": reason}
+
+
+@router.post(
+    "/models/{name}/rollout",
+    response_model=RolloutOut,
+    summary="Start a canary (a share of requests, by patient) or a shadow (every request, answers never shown) "
+    "of a loaded version (admin); a canary must pass the gate or carry an override reason",
+    responses={**GATED, 422: {"description": "A fraction outside [0, 1]"}},
+)
+async def rollout(
+    request: Request, who: Admin, models: ModelsDep, release: ReleaseDep, store: StoreDep, name: str, body: RolloutIn
+) -> RolloutOut:
+    model = release.loaded(name, body.version)
+    request.state.model_version = model.version
+    if models.is_active(model):
+        raise HTTPException(409, f"{name}@{model.version} is the active version; roll out another one")
+    gate = None
+    if body.mode == "canary":  # a shadow's answers reach nobody: it needs no gate
+        _reason, gate_json = await release.cleared(model, who.key_id, body.override_reason, "a canary")
+        gate = json.loads(gate_json) if gate_json else None
+    fraction = body.fraction if body.mode == "canary" else 0.0
+    row = store.start_rollout(name, model.version, body.mode, fraction, who.key_id)
+    return RolloutOut(
+        name=row.name, version=row.version, mode=row.mode, fraction=row.fraction if row.mode == "canary" else None,
+        started_by=row.started_by, started_at=as_utc(row.started_at), gate=gate,
+    )  # fmt: skip
+
+
+@router.post(
+    "/models/{name}/promote",
+    summary="Make the rollout's candidate the active version and end the rollout (admin; the gate, or an override)",
+    responses={**GATED, 409: {"description": "No rollout in progress, or the gate refused"}},
+)
+async def promote(
+    request: Request, who: Admin, models: ModelsDep, release: ReleaseDep, name: str, body: PromoteIn
+) -> dict[str, Any]:
     if not models.versions(name):
         raise HTTPException(404, f"no model named '{name}' is served")
-    model = models.activate(name, body.version, who.key_id)
-    if model is None:
-        raise HTTPException(404, f"model '{name}' has no loaded version '{body.version}'")
+    current = models.rollout(name)
+    if current is None:
+        raise HTTPException(409, f"no rollout of '{name}' is in progress; start a canary or shadow first")
+    model = current[1]
     request.state.model_version = model.version
-    return model.describe(True)
+    reason, gate_json = await release.cleared(model, who.key_id, body.override_reason, "promotion")
+    models.activate(model, who.key_id, "promote", reason, gate_json)
+    return {**_describe(models, model), "gate": json.loads(gate_json) if gate_json else None, "reason": reason}
+
+
+@router.post(
+    "/models/{name}/rollback",
+    response_model=RollbackOut,
+    summary="End the rollout in progress, or else activate the previously active version again (admin)",
+    responses={404: {"description": "No such model"}, 409: {"description": "Nothing to roll back to"}},
+)
+def rollback(
+    request: Request, who: Admin, models: ModelsDep, store: StoreDep, name: str, body: RollbackIn
+) -> RollbackOut:
+    if not models.versions(name):
+        raise HTTPException(404, f"no model named '{name}' is served")
+    if store.end_rollout(name, who.key_id, "rollback", body.reason) is not None:
+        active = models.active(name)
+        assert active is not None
+        request.state.model_version = active.version
+        return RollbackOut(action="rollout ended", active=active.version)
+    previous = store.previously_active(name)
+    model = models.versions(name).get(previous or "")
+    if model is None:
+        raise HTTPException(409, f"'{name}' has no rollout and no earlier active version loaded to roll back to")
+    # No gate: the version served before is the known state a rollback exists to return to.
+    models.activate(model, who.key_id, "rollback", body.reason)
+    request.state.model_version = model.version
+    return RollbackOut(action="reactivated", active=model.version)
+
+
+@router.get("/models/{name}/events", response_model=list[EventOut], summary="The governance log, newest first (viewer)")
+def events(_who: Viewer, models: ModelsDep, store: StoreDep, name: str) -> list[EventOut]:
+    if not models.versions(name):
+        raise HTTPException(404, f"no model named '{name}' is served")
+    out = []
+    for e in store.events(name):
+        gate = json.loads(e.gate_json) if e.gate_json else None
+        out.append(
+            EventOut(at=as_utc(e.at), action=e.action, version=e.version, previous=e.previous, by=e.by,
+                     reason=e.reason, gate=gate)
+        )  # fmt: skip
+    return out

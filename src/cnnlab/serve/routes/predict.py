@@ -4,31 +4,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import time
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, HTTPException, Query, Request, UploadFile
 
 from cnnlab.errors import DataError
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.serve.deps import (
     Clinician,
-    MetricsDep,
     ModelName,
     ModelsDep,
-    MonitorDep,
+    PatientKeysDep,
     SettingsDep,
     StoreDep,
     choose_model,
 )
-from cnnlab.serve.inference import METHODS_TEXT, UnsupportedFormat, explain_method, predict_upload, run_model_work
+from cnnlab.serve.inference import (
+    METHODS_TEXT,
+    UnsupportedFormat,
+    explain_method,
+    predict_kept,
+    predict_upload,
+    run_model_work,
+)
+from cnnlab.serve.models import LoadedModel
+from cnnlab.serve.monitor import pack_embedding
 from cnnlab.serve.schemas import ModelInfo, PredictResponse
-from cnnlab.serve.store import PredictionRow
-from cnnlab.serve.triage import triage
+from cnnlab.serve.settings import ServeSettings
+from cnnlab.serve.store import PredictionRow, ShadowRow, Store
+from cnnlab.serve.triage import INTENDED_USE, triage
 
 router = APIRouter(prefix="/v1", tags=["predict"])
+log = logging.getLogger("cnnlab.serve")
 
 
 @router.post(
@@ -49,9 +60,17 @@ async def predict(
     settings: SettingsDep,
     store: StoreDep,
     models: ModelsDep,
-    metrics: MetricsDep,
-    recent: MonitorDep,
+    patient_keys: PatientKeysDep,
+    background: BackgroundTasks,
     file: Annotated[UploadFile, File(description="The image: PNG, JPEG or DICOM (pixel data only is used).")],
+    patient_id: Annotated[
+        str | None,
+        Form(
+            max_length=200,
+            description="The patient's id as the hospital knows it; only a keyed hash of it is stored. It keeps one "
+            "patient's images on one version during a canary, and patients apart when feedback becomes training data.",
+        ),
+    ] = None,
     model: ModelName = None,
     explain: Annotated[
         str | None,
@@ -62,7 +81,12 @@ async def predict(
     started = time.perf_counter()
     # Chosen here, not by the ChosenModel dependency: dependencies run before the upload is validated,
     # and a request without a file must keep answering 422 for the file whatever ?model= says.
-    chosen = choose_model(models, model)  # held to the end: an activation meanwhile does not change this request
+    name = choose_model(models, model).name
+    patient_key = patient_keys(patient_id)
+    request_id = str(state.request_id)
+    routed = models.route(name, patient_key or request_id)  # held to the end: a change meanwhile does not touch it
+    assert routed is not None  # choose_model found the name
+    chosen = routed.model
     state.model_version = chosen.version
     if explain is not None:
         explain = explain_method(explain)
@@ -88,7 +112,6 @@ async def predict(
 
     answer = triage(chosen, work.proba, settings)
     image_file = f"{secrets.token_hex(16)}.png"
-    request_id = str(state.request_id)
     row = PredictionRow(
         request_id=request_id,
         key_id=who.key_id,
@@ -102,6 +125,9 @@ async def predict(
         decision=answer.decision,
         needs_review=answer.needs_review,
         latency_ms=(time.perf_counter() - started) * 1000,
+        patient_key=patient_key,
+        arm=routed.arm,
+        embedding=pack_embedding(work.embedding),
     )
 
     def persist() -> None:
@@ -115,8 +141,8 @@ async def predict(
 
     await anyio.to_thread.run_sync(persist)
     state.outcome = answer.outcome
-    metrics.predictions.labels(chosen.name, chosen.version, row.label).inc()
-    recent.record(chosen, row.latency_ms, row.label, work.embedding)
+    if routed.shadow is not None:  # after the answer is sent: a shadow never delays a clinician
+        background.add_task(_shadow_predict, routed.shadow, work.kept_png, request_id, settings, store)
     return PredictResponse(
         request_id=request_id,
         model=ModelInfo(name=chosen.name, version=chosen.version, sha256=chosen.sha256),
@@ -128,4 +154,25 @@ async def predict(
         needs_review=answer.needs_review,
         review_reasons=answer.review_reasons,
         explanation=work.explanation,
+        intended_use=INTENDED_USE,
+        routed=routed.arm,
     )
+
+
+def _shadow_predict(
+    shadow: LoadedModel, kept_png: bytes, request_id: str, settings: ServeSettings, store: Store
+) -> None:
+    """The shadow candidate's answer on the image just served, stored beside the served one, never shown."""
+    started = time.perf_counter()
+    try:
+        proba = predict_kept(shadow, kept_png, settings.request_timeout_s)
+        answer = triage(shadow, proba, settings)
+        store.add_shadow(
+            ShadowRow(
+                request_id=request_id, model_name=shadow.name, model_version=shadow.version, label=answer.label,
+                confidence=answer.confidence, probs_json=json.dumps(answer.probabilities, sort_keys=True),
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )  # fmt: skip
+    except Exception:  # the clinician has the answer already; a shadow that fails is logged, never raised
+        log.exception("request %s: the shadow %s@%s failed", request_id, shadow.name, shadow.version)

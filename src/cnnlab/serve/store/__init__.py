@@ -20,22 +20,39 @@ from cnnlab.serve.store.engine import (
     migrate,
     schema_revision,
 )
-from cnnlab.serve.store.keys import KeyQueries
+from cnnlab.serve.store.keys import KeyQueries, SecretQueries
+from cnnlab.serve.store.live import LabelledCase, LiveQueries, RecentPrediction
+from cnnlab.serve.store.retention import Purged, RetentionQueries
+from cnnlab.serve.store.rollouts import RolloutQueries
 from cnnlab.serve.store.tables import (
     ActiveModel,
     ApiKey,
     AuditRow,
     Base,
     FeedbackRow,
+    ModelEvent,
     PredictionRow,
     ReviewItem,
+    Rollout,
+    ShadowRow,
     as_utc,
     utcnow,
 )
 from cnnlab.serve.store.usage import RATE_LIMITED, UsageQueries
 
 
-class Store(KeyQueries, CaseQueries, ActivityQueries, ActivationQueries, UsageQueries, AuditLog):
+class Store(
+    KeyQueries,
+    SecretQueries,
+    CaseQueries,
+    LiveQueries,
+    RetentionQueries,
+    ActivityQueries,
+    ActivationQueries,
+    RolloutQueries,
+    UsageQueries,
+    AuditLog,
+):
     """Every read and write the service and its commands make, on one migrated database."""
 
 
@@ -54,8 +71,14 @@ __all__ = [
     "Base",
     "Database",
     "FeedbackRow",
+    "LabelledCase",
+    "ModelEvent",
     "PredictionRow",
+    "Purged",
+    "RecentPrediction",
     "ReviewItem",
+    "Rollout",
+    "ShadowRow",
     "Store",
     "alembic_config",
     "as_utc",

@@ -1,10 +1,10 @@
 """Which loaded version of each model name is active: kept in the database, so that every worker
-process and a restart see the same choice."""
+process and a restart see the same choice (rollouts.py changes it, with the governance log)."""
 
 from __future__ import annotations
 
 from cnnlab.serve.store.engine import Database
-from cnnlab.serve.store.tables import ActiveModel, utcnow
+from cnnlab.serve.store.tables import ActiveModel
 
 
 class ActivationQueries(Database):
@@ -12,11 +12,3 @@ class ActivationQueries(Database):
         with self.sessions() as s:
             row = s.get(ActiveModel, name)
             return row.version if row else None
-
-    def set_activation(self, name: str, version: str, by: str | None) -> None:
-        with self.sessions.begin() as s:
-            row = s.get(ActiveModel, name)
-            if row is None:
-                s.add(ActiveModel(name=name, version=version, activated_by=by))
-            else:
-                row.version, row.activated_by, row.activated_at = version, by, utcnow()

@@ -1,4 +1,5 @@
-"""Counts per UTC minute over a recent span, for the monitor's charts (every worker's, from the database)."""
+"""Counts from the database, so that every worker reports every worker's requests: per UTC minute over a
+recent span (the monitor's charts), and in all (the Prometheus counters)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,16 @@ class ActivityQueries(Database):
         query = select(minute, PredictionRow.label, func.count()).where(recent).group_by(minute, PredictionRow.label)
         with self.sessions() as s:
             return [(str(m), str(label), int(n)) for m, label, n in s.execute(query)]
+
+    def requests_by_route_status(self) -> list[tuple[str, int, int]]:
+        """(route, HTTP status, requests) over the whole audit log: every worker's, every restart's."""
+        query = select(AuditRow.route, AuditRow.status, func.count()).group_by(AuditRow.route, AuditRow.status)
+        with self.sessions() as s:
+            return [(str(r), int(st), int(n)) for r, st, n in s.execute(query)]
+
+    def predictions_by_label(self) -> list[tuple[str, str, str, int]]:
+        """(model name, version, label, predictions) over every prediction still kept."""
+        columns = (PredictionRow.model_name, PredictionRow.model_version, PredictionRow.label)
+        query = select(*columns, func.count()).group_by(*columns)
+        with self.sessions() as s:
+            return [(str(m), str(v), str(label), int(n)) for m, v, label, n in s.execute(query)]

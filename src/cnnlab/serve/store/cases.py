@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from cnnlab.serve.store.engine import Database
-from cnnlab.serve.store.tables import FeedbackRow, PredictionRow, ReviewItem, utcnow
+from cnnlab.serve.store.tables import FeedbackRow, PredictionRow, ReviewItem, ShadowRow, utcnow
 
 
 class CaseQueries(Database):
@@ -92,3 +92,7 @@ class CaseQueries(Database):
             for fb, pred in rows:
                 latest[fb.request_id] = (fb, pred)
             return list(latest.values())
+
+    def add_shadow(self, row: ShadowRow) -> None:
+        with self.sessions.begin() as s:
+            s.add(row)

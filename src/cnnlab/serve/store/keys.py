@@ -1,13 +1,16 @@
-"""API key rows: only a key's sha256 is stored (security.py makes and checks keys)."""
+"""API key rows (only a key's sha256 is stored; security.py makes and checks keys) and the secrets the
+service makes for itself."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from cnnlab.serve.store.engine import Database
-from cnnlab.serve.store.tables import ApiKey, utcnow
+from cnnlab.serve.store.tables import ApiKey, ServiceSecret, utcnow
 
 
 class KeyQueries(Database):
@@ -33,3 +36,21 @@ class KeyQueries(Database):
                 return False
             row.revoked_at = utcnow()
             return True
+
+
+class SecretQueries(Database):
+    def service_secret(self, name: str) -> str:
+        """The service's secret `name`, made on first use: every worker and restart gets the same one."""
+        with self.sessions() as s:
+            row = s.get(ServiceSecret, name)
+            if row is not None:
+                return row.value
+        try:
+            with self.sessions.begin() as s:
+                s.add(ServiceSecret(name=name, value=secrets.token_hex(32)))
+        except IntegrityError:  # another worker made it first: theirs is the one
+            pass
+        with self.sessions() as s:
+            row = s.get(ServiceSecret, name)
+            assert row is not None
+            return row.value

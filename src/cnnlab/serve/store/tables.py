@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -56,6 +56,12 @@ class PredictionRow(Base):
     decision: Mapped[str | None] = mapped_column(String(16))
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    patient_key: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    """A keyed hash of the patient id the request gave (never the id itself); None when it gave none."""
+    arm: Mapped[str] = mapped_column(String(16), default="active")
+    """Which side of a rollout answered: `active`, or `canary` (the candidate's share of traffic)."""
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """The penultimate-layer features as float16 bytes: every worker's drift test reads the same window."""
 
 
 class FeedbackRow(Base):
@@ -83,6 +89,62 @@ class ReviewItem(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolution_label: Mapped[str | None] = mapped_column(String(200))
     resolution_note: Mapped[str] = mapped_column(Text, default="")
+
+
+class ShadowRow(Base):
+    """A candidate's answer on a live request, stored for comparison and never shown (shadow mode)."""
+
+    __tablename__ = "shadow_predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("predictions.request_id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    probs_json: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Rollout(Base):
+    """A candidate version beside the active one: a canary answers `fraction` of the requests (chosen
+    by a stable hash of the patient, else the request), a shadow answers none but predicts on all."""
+
+    __tablename__ = "rollouts"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    started_by: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelEvent(Base):
+    """The governance log: every activation, override, rollout, promotion and rollback, with who,
+    why and the gate's verdict. The audit chain records the request; this says what it decided."""
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str | None] = mapped_column(String(64))
+    previous: Mapped[str | None] = mapped_column(String(64))
+    by: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    gate_json: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class ServiceSecret(Base):
+    """Secrets the service makes itself once and every worker shares (the patient-id hashing key)."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
 
 
 class ActiveModel(Base):
