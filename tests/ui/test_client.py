@@ -38,6 +38,11 @@ ANSWERS: dict[str, tuple[int, str, bytes]] = {
     "/v1/models": (500, "text/html", b"<html>Internal Server Error</html>"),
     "/v1/monitor": (200, "text/plain", b"not json"),
     "/v1/feedback": (403, "application/json", FORBIDDEN),
+    "/v1/models/x%2Fray/activate": (409, "application/json", b'{"detail": "the gate refused: too few cases"}'),
+    "/v1/models/x%2Fray/rollout": (200, "application/json", b'{"mode": "canary"}'),
+    "/v1/models/x%2Fray/promote": (200, "application/json", b'{"version": "abc"}'),
+    "/v1/models/x%2Fray/rollback": (200, "application/json", b'{"action": "reactivated", "active": "abc"}'),
+    "/v1/models/x%2Fray/events": (200, "application/json", b'[{"action": "initial"}]'),
 }
 
 
@@ -108,6 +113,39 @@ def test_uploads_go_out_as_bytes_under_a_neutral_name(fake_api: str) -> None:
     method, path, _, body = _FakeApi.seen[-1]
     assert (method, path) == ("POST", "/v1/predict?explain=gradcam")
     assert f'filename="{UPLOAD_NAME}"'.encode() in body and b"PIXELS" in body
+
+
+def test_the_patient_id_travels_in_the_form_body_and_never_in_the_url(fake_api: str) -> None:
+    client = ApiClient(fake_api, "k")
+    _error(lambda: client.predict(b"PIXELS", patient_id="MRN-0042"))
+    _, path, _, body = _FakeApi.seen[-1]
+    assert path == "/v1/predict" and b'name="patient_id"' in body and b"MRN-0042" in body
+    _error(lambda: client.predict(b"PIXELS"))
+    assert b"patient_id" not in _FakeApi.seen[-1][3]
+
+
+def test_the_loop_routes_send_their_methods_paths_and_bodies(fake_api: str) -> None:
+    client = ApiClient(fake_api, "k")
+    refused = _error(lambda: client.activate("x/ray", "abc"))
+    assert refused.status == 409 and str(refused) == "the gate refused: too few cases (HTTP 409)"
+    _error(lambda: client.activate("x/ray", "abc", override_reason="approved by the lead"))
+    assert client.rollout("x/ray", "def", "canary", 0.1) == {"mode": "canary"}
+    assert client.promote("x/ray") == {"version": "abc"}
+    assert client.rollback("x/ray", "bad canary")["action"] == "reactivated"
+    assert client.events("x/ray") == [{"action": "initial"}]
+    sent = [(m, p, json.loads(b) if b else None) for m, p, _, b in _FakeApi.seen]
+    assert sent == [
+        ("POST", "/v1/models/x%2Fray/activate", {"version": "abc", "override_reason": None}),
+        ("POST", "/v1/models/x%2Fray/activate", {"version": "abc", "override_reason": "approved by the lead"}),
+        (
+            "POST",
+            "/v1/models/x%2Fray/rollout",
+            {"version": "def", "mode": "canary", "fraction": 0.1, "override_reason": None},
+        ),
+        ("POST", "/v1/models/x%2Fray/promote", {"override_reason": None}),
+        ("POST", "/v1/models/x%2Fray/rollback", {"reason": "bad canary"}),
+        ("GET", "/v1/models/x%2Fray/events", None),
+    ]
 
 
 def test_unreachable_and_slow_apis() -> None:

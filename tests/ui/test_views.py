@@ -34,7 +34,9 @@ class RecordingClient:
         # Not real PNGs: the page only forwards them to the browser, it never decodes an image.
         return {"method": method, "overlay_png_base64": "b3Zlcg==", "heatmap_png_base64": "aGVhdA=="}
 
-    def predict(self, data: bytes, explain: str | None = None, model: str | None = None) -> dict[str, Any]:
+    def predict(
+        self, data: bytes, explain: str | None = None, model: str | None = None, patient_id: str | None = None
+    ) -> dict[str, Any]:
         self._call("predict", explain)
         return {
             "request_id": REQUEST_ID,

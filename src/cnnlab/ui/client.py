@@ -123,11 +123,16 @@ class ApiClient:
         )
 
     # ------------------------------------------------------------------ predictions
-    def predict(self, data: bytes, explain: str | None = None, model: str | None = None) -> dict[str, Any]:
-        """POST /v1/predict with the bytes as uploaded: the API decodes and judges them."""
+    def predict(
+        self, data: bytes, explain: str | None = None, model: str | None = None, patient_id: str | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/predict with the bytes as uploaded: the API decodes and judges them. `patient_id`
+        goes in the form body, never the URL: query strings end up in access logs, and the service
+        keeps only a keyed hash of it."""
         params = {k: v for k, v in (("explain", explain), ("model", model)) if v}
         files = {"file": (UPLOAD_NAME, data, "application/octet-stream")}
-        return self._json("POST", "/v1/predict", params=params, files=files)
+        form = {"patient_id": patient_id} if patient_id else None
+        return self._json("POST", "/v1/predict", params=params, files=files, data=form)
 
     def prediction_image(self, request_id: str) -> bytes:
         """The PNG the API kept: the image as the model saw it."""
@@ -158,5 +163,33 @@ class ApiClient:
     def models(self) -> list[dict[str, Any]]:
         return self._json("GET", "/v1/models")
 
-    def activate(self, name: str, version: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/models/{quote(name, safe='')}/activate", json={"version": version})
+    def activate(self, name: str, version: str, override_reason: str | None = None) -> dict[str, Any]:
+        """Make `version` active. The API runs its release gate first and answers 409 when the gate
+        refuses (or has no data); the same call with an `override_reason` goes through and is audited."""
+        body = {"version": version, "override_reason": override_reason}
+        return self._json("POST", _model_path(name, "activate"), json=body)
+
+    # ------------------------------------------------------------------ rollouts and governance
+    def rollout(
+        self, name: str, version: str, mode: str, fraction: float, override_reason: str | None = None
+    ) -> dict[str, Any]:
+        """Start a canary (`fraction` of the traffic answered by `version`, behind the gate as `activate`)
+        or a shadow run (`version` answers every request beside the active one, and nobody sees its answers)."""
+        body = {"version": version, "mode": mode, "fraction": fraction, "override_reason": override_reason}
+        return self._json("POST", _model_path(name, "rollout"), json=body)
+
+    def promote(self, name: str, override_reason: str | None = None) -> dict[str, Any]:
+        """The rollout's candidate becomes active (through the gate, as `activate`)."""
+        return self._json("POST", _model_path(name, "promote"), json={"override_reason": override_reason})
+
+    def rollback(self, name: str, reason: str) -> dict[str, Any]:
+        """End the rollout in progress, or with none, reactivate the previously active version."""
+        return self._json("POST", _model_path(name, "rollback"), json={"reason": reason})
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The model's governance log, newest first."""
+        return self._json("GET", _model_path(name, "events"))
+
+
+def _model_path(name: str, action: str) -> str:
+    return f"/v1/models/{quote(name, safe='')}/{action}"

@@ -24,14 +24,14 @@ from cnnlab.ui.views.widgets import (
 )
 
 
-def _new_case(client: ApiClient, data: bytes, method: str) -> dict[str, Any]:
+def _new_case(client: ApiClient, data: bytes, method: str, patient_id: str) -> dict[str, Any]:
     """Predict once and fetch the kept image. No Streamlit call in here: a rerun cannot stop it
     between the POST and remembering its answer."""
     try:
-        result = client.predict(data, explain=method)
+        result = client.predict(data, explain=method, patient_id=patient_id or None)
     except ApiError as exc:
-        return {"error": exc}
-    case: dict[str, Any] = {"result": result, "explanations": {}, "explain_errors": {}}
+        return {"error": exc, "patient_id": patient_id}
+    case: dict[str, Any] = {"result": result, "explanations": {}, "explain_errors": {}, "patient_id": patient_id}
     if result.get("explanation"):
         case["explanations"][method] = result["explanation"]
     try:
@@ -43,6 +43,13 @@ def _new_case(client: ApiClient, data: bytes, method: str) -> dict[str, Any]:
 
 def predict_page() -> None:
     st.title("Predict")
+    patient_id = st.text_input(
+        "Patient id (optional)",
+        key="patient_id",
+        max_chars=200,
+        help="Sent with the image so that the service can follow this patient's cases over time; "
+        "it stores only a keyed hash of it. Fill it in before uploading.",
+    ).strip()
     upload = st.file_uploader(
         "Chest X-ray: PNG, JPEG or DICOM",
         type=None,  # the API judges the bytes; a file-name filter would only refuse DICOMs without .dcm
@@ -57,8 +64,10 @@ def predict_page() -> None:
         method = st.session_state.get("cam_method", "gradcam")
         keep_recent(cases, KEPT_CASES)
         with st.spinner("The model is reading the image…"):
-            cases[upload.file_id] = _new_case(api(), upload.getvalue(), method)
+            cases[upload.file_id] = _new_case(api(), upload.getvalue(), method, patient_id)
     case = cases[upload.file_id]
+    if case["patient_id"] != patient_id:
+        _patient_changed(cases, upload.file_id, case["patient_id"])
     if "error" in case:
         show_error(case["error"], what="No prediction.")
         if st.button("Try again"):
@@ -86,8 +95,11 @@ def _show_case(case: dict[str, Any]) -> None:
     top[1].metric("Calibrated probability" if result["calibrated"] else "Probability", percent(result["confidence"]))
     decision = result["decision"]
     top[2].metric("Operating-point decision", decision or "none", help=_operating_point_help(model["name"]))
-    st.caption(f"Model {model['name']}, version {model['version']} (sha256 {model['sha256'][:16]}…) · "
-               f"request {result['request_id']}")  # fmt: skip
+    routed = result.get("routed")
+    arm = f" · answered by the {routed} version" if routed else ""
+    use = f"  \n**Intended use:** {result['intended_use']}" if result.get("intended_use") else ""
+    st.caption(f"Model {model['name']}, version {model['version']} (sha256 {model['sha256'][:16]}…){arm} · "
+               f"request {result['request_id']}{use}")  # fmt: skip
 
     methods = list(me().explain_methods)
     controls = st.columns(2, gap="large")
@@ -110,6 +122,16 @@ def _show_case(case: dict[str, Any]) -> None:
                 f"{name} overlay",
                 f"where the model looked for '{result['label']}' (red: most)",
             )
+
+
+def _patient_changed(cases: dict[str, Any], file_id: str, sent: str) -> None:
+    """The box changed after the image went out: say so, and send it again only when asked (a
+    rerun never posts an upload by itself)."""
+    was = f"with patient id {sent}" if sent else "without a patient id"
+    st.warning(f"This image was sent {was}; the box now says otherwise.", icon=":material/badge:")
+    if st.button("Send the image again with this patient id", key=f"resend-{file_id}"):
+        del cases[file_id]
+        st.rerun()
 
 
 def _explanation(case: dict[str, Any], method: str) -> dict[str, Any] | None:
