@@ -21,6 +21,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 TRAINS = "trains for minutes (the test suite trains its recipes at --quick size elsewhere)"
 SERVES = "starts a server that runs until stopped (tests/serve and tests/ui start real ones)"
+LOOP = "a step of the loop on the user's bundles (tests/e2e/test_clinical_loop.py runs the loop for real)"
 SKIPPED: dict[str, str] = {
     "cnnlab recipe run lenet5-mnist": TRAINS,
     "cnnlab recipe run xray-triage --folds 5": TRAINS,
@@ -68,6 +69,12 @@ SKIPPED: dict[str, str] = {
     ),
     "cnnlab keys revoke cnl_1a2b3c4d": "cnl_1a2b3c4d stands for an id that `cnnlab keys list` shows",
     "cnnlab ui --api http://127.0.0.1:8000 --port 8501": SERVES,
+    "cnnlab purge --older-than 365 --yes": "deletes from a service's database (tests/serve/test_loop.py purges one)",
+    "cnnlab serve runs/xray-v1 --gate-data data/xray-gate --state-dir serve-state": SERVES,
+    "cnnlab feedback export --out data/feedback-1 --state-dir serve-state": LOOP,
+    "cnnlab train lite0-xray --extra-data data/feedback-1 --out runs/xray-v2": TRAINS,
+    "cnnlab gate runs/xray-v2 --against runs/xray-v1 --data data/xray-gate": LOOP,
+    "cnnlab serve runs/xray-v1 runs/xray-v2 --gate-data data/xray-gate --state-dir serve-state": SERVES,
 }
 
 
