@@ -123,7 +123,7 @@ class Monitor:
             role, fraction = models.role(model)
             if model.version not in answered and model.version not in shadows and role == "inactive":
                 continue  # never served nor shadowed: nothing to compare
-            recent = self.store.recent_predictions(name, model.version, WINDOW)
+            recent = self.store.recent_predictions(name, model.version, WINDOW, embeddings=False)
             latency = np.array([r.latency_ms for r in recent], dtype=np.float64)
             mix = Counter(r.label for r in recent)
             served, reviewed = answered.get(model.version, (0, 0))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, null, select
 
 from cnnlab.serve.store.engine import Database
 from cnnlab.serve.store.tables import FeedbackRow, PredictionRow, ShadowRow, as_utc
@@ -33,10 +33,14 @@ class LabelledCase:
 
 
 class LiveQueries(Database):
-    def recent_predictions(self, name: str, version: str, limit: int) -> list[RecentPrediction]:
-        """The last `limit` predictions `version` answered, newest first."""
+    def recent_predictions(
+        self, name: str, version: str, limit: int, embeddings: bool = True
+    ) -> list[RecentPrediction]:
+        """The last `limit` predictions `version` answered, newest first (without their embeddings,
+        a few kilobytes each, unless asked)."""
+        embedding = PredictionRow.embedding if embeddings else null()
         query = (
-            select(PredictionRow.latency_ms, PredictionRow.label, PredictionRow.needs_review, PredictionRow.embedding)
+            select(PredictionRow.latency_ms, PredictionRow.label, PredictionRow.needs_review, embedding)
             .where((PredictionRow.model_name == name) & (PredictionRow.model_version == version))
             .order_by(PredictionRow.created_at.desc())
             .limit(limit)
