@@ -21,7 +21,8 @@ import typer
 import yaml
 
 from cnnlab.cli import app
-from tests.serve.test_postgres import _free_port, postgres_url  # noqa: F401  (the PostgreSQL fixture)
+from tests.serve.conftest import free_port
+from tests.serve.test_postgres import postgres_url  # noqa: F401  (the PostgreSQL fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -124,7 +125,7 @@ def test_the_images_entry_commands_serve_on_loopback_with_postgres(
     """compose's API and page commands, with the container's paths and 0.0.0.0 swapped for a bundle,
     a temporary state folder and 127.0.0.1, and the database URL from the environment as compose
     passes it."""
-    api_port, ui_port = _free_port(), _free_port()
+    api_port, ui_port = free_port(), free_port()
     env = {**os.environ, DB_ENV: postgres_url}
     api_args = COMPOSE["services"]["api"]["command"]
     replace = {"/models": str(trained_bundle), "/state": str(tmp_path / "state"), "0.0.0.0": "127.0.0.1",

@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,6 +20,7 @@ from PIL import Image
 from cnnlab.data.sources import load_source
 from tests.conftest import tiny_config
 from tests.data.folders import write_metadata
+from tests.serve.conftest import serving
 from tests.test_cli_gate import zeroed_copy
 
 pytestmark = pytest.mark.slow
@@ -36,38 +32,6 @@ def cnnlab(*args: str | Path, expect: int = 0) -> subprocess.CompletedProcess:
     )
     assert done.returncode == expect, f"cnnlab {' '.join(map(str, args))}: {done.returncode}\n{done.stderr[-3000:]}"
     return done
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(runs: list[Path], state: Path, gate: Path) -> Iterator[str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cnnlab.cli", "serve", *map(str, runs), "--state-dir", str(state), "--port", str(port),
-         "--gate-data", str(gate)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "the service did not start"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 def digit_folder(root: Path, images: np.ndarray, labels: np.ndarray, patients: list[str]) -> Path:
@@ -106,7 +70,7 @@ def test_the_clinical_loop(trained_bundle: Path, tmp_path: Path, monkeypatch: py
     as_admin, as_clinician = {"X-API-Key": admin}, {"X-API-Key": clinician}
 
     # 1. A serves; clinicians predict on new patients and correct some answers.
-    with serving([a], state, gate) as base:
+    with serving(a, "--state-dir", state, "--gate-data", gate) as base:
         answers = []
         for n, k in enumerate(live_idx[:20]):
             r = httpx.post(f"{base}/v1/predict", files={"file": ("x.png", png(x[k]), "image/png")},
@@ -142,7 +106,7 @@ def test_the_clinical_loop(trained_bundle: Path, tmp_path: Path, monkeypatch: py
     assert "REFUSED" in cnnlab("gate", broken, "--against", a, "--data", gate, expect=1).stdout
 
     # 4. The service gains B and the broken bundle; A stays active until the gate says otherwise.
-    with serving([a, b, broken], state, gate) as base:
+    with serving(a, b, broken, "--state-dir", state, "--gate-data", gate) as base:
         listed = httpx.get(f"{base}/v1/models", headers=as_admin, timeout=30).json()
         active = next(m for m in listed if m["role"] == "active")
         assert active["sha256"] == json.loads((a / "model.json").read_text())["weights_sha256"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,16 +23,10 @@ from cnnlab.evaluation.drift import MIN_RECENT
 from cnnlab.serve.app import create_app
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import Base, Store, head_revision, schema_revision, utcnow
-from tests.serve.conftest import Service, png_bytes, upload
+from tests.serve.conftest import Service, free_port, png_bytes, upload
 from tests.serve.test_migrations import schema_differences, stores_started_at_once
 
 INITDB = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -58,7 +51,7 @@ def postgres_url() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         _as_postgres([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
                       "-k", str(sockets), "-c", "fsync=off"]),

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,13 +13,7 @@ from fastapi.testclient import TestClient
 
 from cnnlab.serve.app import create_app, settings_environment
 from cnnlab.serve.settings import ServeSettings
-from tests.serve.conftest import OVERRIDE, Service, png_bytes, upload
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serve.conftest import OVERRIDE, Service, png_bytes, serving, upload
 
 
 def _cnnlab(*args: str) -> subprocess.CompletedProcess:
@@ -56,25 +47,8 @@ def test_worker_settings_round_trip_through_the_environment(settings: ServeSetti
 def test_an_activation_reaches_every_worker(trained_bundle: Path, second_version: Path, tmp_path: Path) -> None:
     state = ["--state-dir", str(tmp_path / "state")]
     admin = _cnnlab("keys", "create", "--role", "admin", *state).stdout.strip()
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cnnlab.cli", "serve", str(trained_bundle), str(second_version), *state,
-         "--port", str(port), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     headers = {"X-API-Key": admin}
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "the service did not start"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+    with serving(trained_bundle, second_version, *state, "--workers", "2") as base:
         models = httpx.get(f"{base}/v1/models", headers=headers, timeout=10).json()
         inactive = next(m for m in models if not m["active"])
         activated = httpx.post(
@@ -93,16 +67,13 @@ def test_an_activation_reaches_every_worker(trained_bundle: Path, second_version
         for seed in range(6):
             answer = httpx.post(f"{base}/v1/predict", files=upload(png_bytes(seed)), headers=headers, timeout=30)
             assert answer.status_code == 200, answer.text
-        totals, windows, pids = set(), set(), set()
+        totals, windows, latency = set(), set(), set()
         for _ in range(12):
             scrape = httpx.get(f"{base}/metrics", headers=headers, timeout=10).text
             totals.add(sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
                            if line.startswith("cnnlab_predictions_total{")))  # fmt: skip
-            pids |= {line for line in scrape.splitlines() if line.startswith("cnnlab_request_seconds_count")}
+            latency |= {line for line in scrape.splitlines() if line.startswith("cnnlab_request_seconds_count")}
             report = httpx.get(f"{base}/v1/monitor", headers=headers, timeout=30).json()
             windows.add(report["window"]["requests"])
         assert totals == {6.0} and windows == {6}
-        assert pids, "the latency histogram (multiprocess mode) is exported"
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+        assert latency, "the latency histogram (multiprocess mode) is exported"

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from cnnlab.serve.deps import Admin, ModelsDep, ReleaseDep, StoreDep, Viewer
 from cnnlab.serve.models import LoadedModel, ModelRegistry
+from cnnlab.serve.release import Release
 from cnnlab.serve.schemas import ActivateIn, EventOut, PromoteIn, RollbackIn, RollbackOut, RolloutIn, RolloutOut
 from cnnlab.serve.store import as_utc
 
@@ -20,6 +21,16 @@ GATED = {404: {"description": "No such model name or version"}, 409: {"descripti
 def _describe(models: ModelRegistry, model: LoadedModel) -> dict[str, Any]:
     role, fraction = models.role(model)
     return {**model.describe(role == "active"), "role": role, "fraction": fraction}
+
+
+async def _go_live(
+    models: ModelRegistry, release: Release, model: LoadedModel, by: str, override: str | None, action: str
+) -> dict[str, Any]:
+    """Activate `model` once the gate passes it (or an override reason is given), logged as `action`."""
+    what = {"activate": "activation", "promote": "promotion"}[action]
+    reason, gate_json = await release.cleared(model, by, override, what)
+    models.activate(model, by, action, reason, gate_json)
+    return {**_describe(models, model), "gate": json.loads(gate_json) if gate_json else None, "reason": reason}
 
 
 @router.get("/models", summary="Every loaded model version, its role (active, canary, shadow, inactive) (viewer)")
@@ -40,9 +51,7 @@ async def activate(
     request.state.model_version = model.version
     if models.is_active(model):
         return {**_describe(models, model), "gate": None, "reason": "already active"}
-    reason, gate_json = await release.cleared(model, who.key_id, body.override_reason, "activation")
-    models.activate(model, who.key_id, "activate", reason, gate_json)
-    return {**_describe(models, model), "gate": json.loads(gate_json) if gate_json else None, "reason": reason}
+    return await _go_live(models, release, model, who.key_id, body.override_reason, "activate")
 
 
 @router.post(
@@ -86,9 +95,7 @@ async def promote(
         raise HTTPException(409, f"no rollout of '{name}' is in progress; start a canary or shadow first")
     model = current[1]
     request.state.model_version = model.version
-    reason, gate_json = await release.cleared(model, who.key_id, body.override_reason, "promotion")
-    models.activate(model, who.key_id, "promote", reason, gate_json)
-    return {**_describe(models, model), "gate": json.loads(gate_json) if gate_json else None, "reason": reason}
+    return await _go_live(models, release, model, who.key_id, body.override_reason, "promote")
 
 
 @router.post(
