@@ -10,7 +10,10 @@ B_f then runs in shadow beside A on the other half, so both answer every one of 
 their live accuracies in `/v1/monitor` are paired; the gate compares B_f with A on the val split
 (labelled patients no model trained on, though both chose their epoch by it), and a 50% canary
 asks the service to run that gate itself. Nothing here is chosen by the test split: it only plays
-the stream of new patients, and every image is judged by a model that never trained on it.
+the stream of new patients, and every image is judged by a model that never trained on it. (B's own
+model card scores B on the whole test split, half of which it trained on: those figures are not
+used here. The service's patient key is its own, so `--extra-data` cannot match the export's hashed
+ids to the source's raw ones, and says so.)
 
     python bench/clinical_loop.py                       # about 6 minutes on 2 CPU cores
     python bench/clinical_loop.py --quick --out /tmp/loop   # the pipeline in a minute, figures meaningless

@@ -14,6 +14,7 @@ from rich.console import Console
 from cnnlab import bundle
 from cnnlab.config import Config
 from cnnlab.data.merge import EXTRA_ROLE, MAIN_ROLE, PATIENT_LEAK, content_sha256, join_extra_data
+from cnnlab.data.patients import PATIENT_KEY_ENV, keyed_patient_id
 from cnnlab.data.sources import load_source
 from cnnlab.errors import CnnlabError, DataError
 from tests.conftest import folder_config
@@ -101,6 +102,26 @@ def test_a_val_or_test_patient_leaves_its_extra_images_out(tmp_path: Path) -> No
     assert records[1]["images"]["train"] == 1
     lines = [line for line in console.export_text().splitlines() if "left out" in line]
     assert len(lines) == 1 and "2 images left out" in lines[0] and "validation or test" in lines[0]
+
+
+def test_a_feedback_export_s_keyed_patients_are_recognised_with_the_service_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feedback export names patients by HMAC(key, id): with the service's key the held-out patient is
+    recognised and left out; without it, the run says it cannot tell."""
+    main = make_main(tmp_path / "main")
+    secret = "a-hospital-secret-of-32-characters"
+    keyed = keyed_patient_id(secret.encode(), held_patient(main))
+    feedback = make_feedback(tmp_path / "fb", [("NORMAL", keyed, ""), ("PNEUMONIA", "0" * 64, "")])
+    cfg = config(main, feedback)
+    data = load_source(cfg.data, 16)
+    console = Console(record=True, width=300, soft_wrap=True)
+    merged, records = join_extra_data(data, cfg.data, console)
+    assert merged.sizes()["train"] == data.sizes()["train"] + 2 and "cannot be recognised" in console.export_text()
+    monkeypatch.setenv(PATIENT_KEY_ENV, secret)
+    merged, records = join_extra_data(data, cfg.data, Console(record=True))
+    assert merged.sizes()["train"] == data.sizes()["train"] + 1 and records[1]["left_out"] == {PATIENT_LEAK: 1}
+    assert keyed not in merged.groups["train"].tolist()
 
 
 def test_every_extra_image_of_a_held_patient_can_be_left_out(tmp_path: Path) -> None:

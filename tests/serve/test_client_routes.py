@@ -20,7 +20,7 @@ from cnnlab.serve.monitor import ACTIVITY_MINUTES, activity
 from cnnlab.serve.security import Role, create_key
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import Store, utcnow
-from tests.serve.conftest import Service, png_bytes
+from tests.serve.conftest import OVERRIDE, Service, png_bytes
 from tests.serve.test_limits import small_upload_service
 from tests.test_cli import run_cli
 
@@ -202,6 +202,13 @@ def test_explanation_of_a_version_no_longer_served_is_404(settings: ServeSetting
         service = Service(client)
         request_id = _predict(service)["request_id"]
         keys = service.keys
+    both = settings.model_copy(update={"runs": [*settings.runs, second_version]})
+    with TestClient(create_app(both)) as client:  # v2 goes live, so a start with v2 alone is allowed
+        v2 = next(m for m in client.app.state.models.all() if m.run_dir == second_version).version
+        body = {"version": v2, "override_reason": OVERRIDE}
+        assert (
+            client.post("/v1/models/tiny/activate", json=body, headers={"X-API-Key": keys["admin"]}).status_code == 200
+        )
     only_v2 = settings.model_copy(update={"runs": [second_version]})
     with TestClient(create_app(only_v2)) as client:
         answer = client.get(

@@ -12,11 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from cnnlab.errors import BundleError
 from cnnlab.serve.app import create_app
 from cnnlab.serve.export import export_feedback
 from cnnlab.serve.models import in_canary
 from cnnlab.serve.settings import ServeSettings
-from cnnlab.serve.store import FeedbackRow, PredictionRow, ShadowRow, utcnow
+from cnnlab.serve.store import FeedbackRow, PredictionRow, ShadowRow, StaleDecision, utcnow
 from cnnlab.serve.triage import INTENDED_USE
 from tests.serve.conftest import OVERRIDE, Service, png_bytes, upload
 from tests.test_cli import run_cli
@@ -137,9 +138,13 @@ def test_canary_needs_the_gate_or_an_override_then_serves_its_share(two: ServeSe
         assert client.post("/v1/models/tiny/promote", json={}, headers=admin).status_code == 409  # nothing to promote
         back = client.post("/v1/models/tiny/rollback", json={"reason": "canary figures were worse"}, headers=admin)
         assert back.status_code == 200 and back.json() == {"action": "reactivated", "active": active}
+        # A second rollback (a double click, a retry) has nothing to undo: the rejected version stays off.
+        again = client.post("/v1/models/tiny/rollback", json={"reason": "clicked twice"}, headers=admin)
+        assert again.status_code == 409 and client.app.state.models.active("tiny").version == active
         events = client.get("/v1/models/tiny/events", headers=admin).json()
-        assert [e["action"] for e in events] == ["rollback", "promote", "canary", "initial"]
+        assert [e["action"] for e in events] == ["rollback", "promote", "canary", "gate refused", "initial"]
         assert events[0]["reason"] == "canary figures were worse" and OVERRIDE in events[1]["reason"]
+        assert OVERRIDE in events[2]["reason"] and "no gate folder" in events[3]["reason"]  # both logged
         assert (
             client.post(
                 "/v1/models/tiny/rollback", json={"reason": "no"}, headers=service.headers("clinician")
@@ -222,3 +227,24 @@ def test_purge_deletes_old_cases_and_images_and_keeps_the_audit_chain(service: S
     assert store.prediction(new["request_id"]) is not None and store.feedback_for(old["request_id"]) == []
     _count, problem = store.verify_audit()
     assert problem is None and any(r.route == "cnnlab purge" for r in store.audit_rows())
+
+
+def test_a_decision_overtaken_meanwhile_changes_nothing(two: ServeSettings) -> None:
+    """Activation checks, once its gate has run, that the version it was gated against is still active."""
+    with TestClient(create_app(two)) as client:
+        store = client.app.state.store
+        active, candidate = _versions(Service(client))
+        with pytest.raises(StaleDecision):
+            store.change_active("tiny", candidate, None, "activate", expected_active="0" * 12, check=True)
+        assert store.activation("tiny") == active and [e.action for e in store.events("tiny")] == ["initial"]
+
+
+def test_a_service_refuses_to_start_without_the_active_version_s_bundle(
+    two: ServeSettings, second_version: Path
+) -> None:
+    """Serving the newest bundle instead of the recorded active one would put an ungated version live."""
+    with TestClient(create_app(two)) as client:
+        Service(client)
+    only_new = two.model_copy(update={"runs": [second_version]})
+    with pytest.raises(BundleError, match="not among the bundles given"):
+        create_app(only_new)

@@ -337,7 +337,7 @@ def purge(
     _needs_service("cnnlab purge", db)
     from datetime import timedelta
 
-    from cnnlab.serve.store import utcnow
+    from cnnlab.serve.store import OPERATOR_METHOD, utcnow
 
     if older_than is None:
         raise CnnlabError("say how old: --older-than DAYS (or set CNNLAB_SERVE_RETENTION_DAYS)")
@@ -354,7 +354,7 @@ def purge(
         for name in purged.image_files:
             (images / name).unlink(missing_ok=True)
         store.append_audit(
-            request_id=uuid.uuid4().hex, key_id=None, role="operator", method="CLI", route="cnnlab purge",
+            request_id=uuid.uuid4().hex, key_id=None, role="operator", method=OPERATOR_METHOD, route="cnnlab purge",
             model_version=None, input_sha256=None, outcome=f"purged {purged.predictions} older than {older_than:g} d",
             status=0,
         )  # fmt: skip

@@ -25,6 +25,7 @@ from cnnlab.choices import SPLITS
 from cnnlab.config import DataConfig
 from cnnlab.data.cache import ManifestStore, decoded_images
 from cnnlab.data.folder import Entry, Manifest, bad_share_problem, no_files_problem, scan_folder
+from cnnlab.data.patients import PATIENT_KEY_ENV, environment_key, keyed_patient_id, looks_keyed
 from cnnlab.data.sources import FOLDER_PREFIX, ArrayDataset
 from cnnlab.errors import DataError
 from cnnlab.progress import progress_bar
@@ -70,7 +71,16 @@ def join_extra_data(
         return data, records
     extras = [_scan(Path(folder), data, cfg, console) for folder in _distinct(cfg.extra, data)]
     held = _held_out_patients(data)
+    key = environment_key()
+    if key is not None:  # a feedback export names patients by their keyed hash: hash ours alike
+        held |= {keyed_patient_id(key, patient) for patient in held}
     for extra in extras:
+        if key is None and console is not None and any(e.group and looks_keyed(e.group) for e in extra.kept):
+            console.print(
+                f"[yellow]extra data {escape(str(extra.root))}: its patient ids are keyed hashes (a feedback export); "
+                f"without {PATIENT_KEY_ENV} (the service's key) a patient of the validation or test split "
+                "cannot be recognised among them[/yellow]"
+            )
         leaked = [e for e in extra.kept if e.group and e.group in held]
         if leaked:
             extra.kept = [e for e in extra.kept if not (e.group and e.group in held)]

@@ -63,6 +63,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.monitor = Monitor(store)
     app.state.release = Release(settings, registry, store)
     app.state.patient_keys = PatientKeys.for_service(settings.patient_id_key, store)
+    if settings.patient_id_key is None:
+        log.warning(
+            "patient ids are hashed with a key kept in the service's own database: a copy of the database "
+            "holds both; set CNNLAB_SERVE_PATIENT_ID_KEY from a secret store in a deployment"
+        )
 
     for module in (health, account, predict, predictions, feedback, models, monitor):
         app.include_router(module.router)

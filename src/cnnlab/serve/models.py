@@ -161,7 +161,14 @@ class ModelRegistry:
                 with contextlib.suppress(IntegrityError):
                     store.change_active(name, newest.version, None, "initial", "the newest version at the first start")
                 chosen = store.activation(name)
-            self._active[name] = versions.get(chosen or "", newest)
+            if chosen not in versions:
+                # Serving another version than the database names would put an ungated bundle in front of
+                # patients, and machines loading different bundles would disagree: refuse to start.
+                raise BundleError(
+                    f"the database's active version of '{name}' is {chosen}, which is not among the bundles given "
+                    f"({', '.join(sorted(versions))}); add its bundle (then activate another through the gate)"
+                )
+            self._active[name] = versions[chosen]
 
     @classmethod
     def from_runs(cls, runs: list[Path], store: Store, device: torch.device | str | None = "cpu") -> ModelRegistry:
@@ -227,10 +234,21 @@ class ModelRegistry:
         return self.active(model.name) is model
 
     def activate(
-        self, model: LoadedModel, by: str | None, action: str, reason: str = "", gate_json: str | None = None
+        self,
+        model: LoadedModel,
+        by: str | None,
+        action: str,
+        reason: str,
+        gate_json: str | None,
+        expected_active: LoadedModel | None,
     ) -> None:
-        """Make `model` the active version, logged as `action`; a rollout of that very version ends."""
+        """Make `model` the active version, logged as `action`, if `expected_active` still is (else
+        StaleDecision: a decision taken on a gate against another version must be taken again); a
+        rollout of that very version ends."""
         rollout = self.rollout(model.name)
         ends = rollout is not None and rollout[1] is model
-        self._store.change_active(model.name, model.version, by, action, reason, gate_json, end_rollout=ends)
+        expected = expected_active.version if expected_active else None
+        self._store.change_active(
+            model.name, model.version, by, action, reason, gate_json, ends, expected_active=expected, check=True
+        )
         self._active[model.name] = model

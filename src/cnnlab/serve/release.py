@@ -1,10 +1,12 @@
-"""Which version serves: activation and promotion pass the promotion gate (`cnnlab gate`) on the
-service's labelled gate folder, or need an admin's override with a reason; canary and shadow
-rollouts; rollback. Every decision, refusals included, goes into the governance log."""
+"""Which version serves: activation, promotion and canaries pass the promotion gate (`cnnlab gate`)
+on the service's labelled gate folder, or need an admin's override with a reason; shadow runs
+need neither (their answers reach nobody). Every decision, refusals included, goes into the
+governance log."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -17,10 +19,14 @@ from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import Store
 from cnnlab.tasks.gate import gate
 
+log = logging.getLogger("cnnlab.serve")
+REFUSED = "gate refused"
+
 
 class Release:
-    """The gate's verdicts are kept per (candidate, active) pair of weights: a canary gated once is
-    not gated again when it is promoted, unless the active version changed meanwhile."""
+    """The gate's verdicts are kept per (candidate, active) pair of weights in this process: a canary
+    gated here is not gated again when it is promoted through this worker (another worker runs the
+    same gate again, with the same answer)."""
 
     def __init__(self, settings: ServeSettings, models: ModelRegistry, store: Store) -> None:
         self.settings = settings
@@ -51,19 +57,25 @@ class Release:
                     device=self.settings.device,
                     progress=False,
                 )
+                # The gate read the bundles from disk: they must be the weights this service serves.
+                for side, model in (("candidate", candidate), ("active", active)):
+                    if report.to_dict()[side]["weights_sha256"] != model.sha256:
+                        raise CnnlabError(
+                            f"{model.run_dir} no longer holds the weights of {model.name}@{model.version}"
+                        )
                 self._verdicts[key] = report.to_dict()
             return self._verdicts[key]
 
     async def cleared(
-        self, candidate: LoadedModel, by: str | None, override_reason: str | None, what: str
+        self, candidate: LoadedModel, active: LoadedModel, by: str | None, override_reason: str | None, what: str
     ) -> tuple[str, str | None]:
         """(the governance log's reason, the gate's result as JSON) for putting `candidate` in front of
-        patients; 409 when the gate refuses it (or cannot run) and no override reason was given."""
-        active = self.models.active(candidate.name)
-        assert active is not None
+        patients instead of `active`; 409, logged, when the gate refuses it (or has no folder, or cannot
+        run) and no override reason was given."""
         if self.settings.gate_data is None:
             if override_reason:
                 return f"override without a gate (no gate folder configured): {override_reason}", None
+            self._refuse(candidate, by, f"{what}: no gate folder configured", None)
             raise HTTPException(
                 409,
                 f"{what} needs the promotion gate, and this service has no gate folder (cnnlab serve --gate-data); "
@@ -71,17 +83,24 @@ class Release:
             )
         try:
             result = await anyio.to_thread.run_sync(self._gate, candidate, active)
-        except CnnlabError as exc:
+        except Exception as exc:  # a bad folder, a bundle gone from disk, out of memory: the gate did not run
+            problem = str(exc) if isinstance(exc, CnnlabError) else f"{exc.__class__.__name__} (see the service log)"
+            if not isinstance(exc, CnnlabError):
+                log.exception("the promotion gate of %s@%s failed", candidate.name, candidate.version)
             if override_reason:
-                return f"override, the gate could not run ({exc}): {override_reason}", None
-            raise HTTPException(409, f"the promotion gate could not run: {exc}") from None
+                return f"override, the gate could not run ({problem}): {override_reason}", None
+            self._refuse(candidate, by, f"{what}: the gate could not run ({problem})", None)
+            raise HTTPException(409, f"the promotion gate could not run: {problem}") from None
         gate_json = json.dumps(result, sort_keys=True)
         if result["passed"]:
             return "the gate passed", gate_json
         reasons = "; ".join(result["reasons"])
         if override_reason:
             return f"override of a refused gate ({reasons}): {override_reason}", gate_json
-        self.store.log_event(candidate.name, "gate refused", candidate.version, by, reasons, gate_json)
+        self._refuse(candidate, by, f"{what}: {reasons}", gate_json)
         raise HTTPException(
             409, f"the promotion gate refused {candidate.name}@{candidate.version} against {active.version}: {reasons}"
         )
+
+    def _refuse(self, candidate: LoadedModel, by: str | None, reason: str, gate_json: str | None) -> None:
+        self.store.log_event(candidate.name, REFUSED, candidate.version, by, reason, gate_json)

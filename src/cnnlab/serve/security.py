@@ -8,12 +8,12 @@ and a route names the least role it needs (serve/deps.py checks a request's key)
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 
+from cnnlab.data.patients import keyed_patient_id
 from cnnlab.errors import CnnlabError
 from cnnlab.serve.store import Store, utcnow
 
@@ -75,7 +75,8 @@ PATIENT_SECRET = "patient_id_key"
 class PatientKeys:
     """Patient ids become keyed hashes (HMAC-SHA256) before anything is stored: the same patient always
     gets the same key (canary routing, grouping in training) and nobody without the secret can test a
-    guessed id against the database or an export."""
+    guessed id against an export. The default secret lives in the database beside the hashes (a dump
+    holds both); a deployment sets CNNLAB_SERVE_PATIENT_ID_KEY from its secret store instead."""
 
     secret: bytes
 
@@ -85,6 +86,4 @@ class PatientKeys:
 
     def __call__(self, patient_id: str | None) -> str | None:
         patient_id = (patient_id or "").strip()
-        if not patient_id:
-            return None
-        return hmac.new(self.secret, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return keyed_patient_id(self.secret, patient_id) if patient_id else None

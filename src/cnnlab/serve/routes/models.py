@@ -4,15 +4,18 @@ audited override), canary and shadow rollouts, rollback, and the governance log.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy.exc import IntegrityError
 
 from cnnlab.serve.deps import Admin, ModelsDep, ReleaseDep, StoreDep, Viewer
 from cnnlab.serve.models import LoadedModel, ModelRegistry
 from cnnlab.serve.release import Release
 from cnnlab.serve.schemas import ActivateIn, EventOut, PromoteIn, RollbackIn, RollbackOut, RolloutIn, RolloutOut
-from cnnlab.serve.store import as_utc
+from cnnlab.serve.store import ROLLOUT_ENDED, StaleDecision, as_utc
 
 router = APIRouter(prefix="/v1", tags=["models"])
 GATED = {404: {"description": "No such model name or version"}, 409: {"description": "The gate refused; no override"}}
@@ -23,13 +26,34 @@ def _describe(models: ModelRegistry, model: LoadedModel) -> dict[str, Any]:
     return {**model.describe(role == "active"), "role": role, "fraction": fraction}
 
 
+def _active(models: ModelRegistry, name: str) -> LoadedModel:
+    active = models.active(name)
+    assert active is not None  # the name is served
+    return active
+
+
+@contextmanager
+def _fresh() -> Iterator[None]:
+    """409 for a decision another admin or worker overtook meanwhile (nothing was written), and for two
+    first rollouts of one model at once (one of them wins)."""
+    try:
+        yield
+    except StaleDecision as exc:
+        raise HTTPException(409, f"{exc}; nothing was changed, look again and retry") from None
+    except IntegrityError:
+        raise HTTPException(409, "another decision on this model was written at the same moment; retry") from None
+
+
 async def _go_live(
     models: ModelRegistry, release: Release, model: LoadedModel, by: str, override: str | None, action: str
 ) -> dict[str, Any]:
-    """Activate `model` once the gate passes it (or an override reason is given), logged as `action`."""
+    """Activate `model` once the gate passes it against the active version (or an override reason is
+    given), logged as `action`, provided that version is still active once the gate has run."""
     what = {"activate": "activation", "promote": "promotion"}[action]
-    reason, gate_json = await release.cleared(model, by, override, what)
-    models.activate(model, by, action, reason, gate_json)
+    active = _active(models, model.name)
+    reason, gate_json = await release.cleared(model, active, by, override, what)
+    with _fresh():
+        models.activate(model, by, action, reason, gate_json, expected_active=active)
     return {**_describe(models, model), "gate": json.loads(gate_json) if gate_json else None, "reason": reason}
 
 
@@ -68,12 +92,18 @@ async def rollout(
     request.state.model_version = model.version
     if models.is_active(model):
         raise HTTPException(409, f"{name}@{model.version} is the active version; roll out another one")
-    gate = None
+    active = _active(models, name)
     if body.mode == "canary":  # a shadow's answers reach nobody: it needs no gate
-        _reason, gate_json = await release.cleared(model, who.key_id, body.override_reason, "a canary")
-        gate = json.loads(gate_json) if gate_json else None
+        reason, gate_json = await release.cleared(model, active, who.key_id, body.override_reason, "a canary")
+        reason = f"{body.fraction:.0%} of patients; {reason}"
+    else:
+        reason, gate_json = "every request, answers stored and never shown", None
     fraction = body.fraction if body.mode == "canary" else 0.0
-    row = store.start_rollout(name, model.version, body.mode, fraction, who.key_id)
+    with _fresh():
+        row = store.start_rollout(
+            name, model.version, body.mode, fraction, who.key_id, reason, gate_json, active.version
+        )
+    gate = json.loads(gate_json) if gate_json else None
     return RolloutOut(
         name=row.name, version=row.version, mode=row.mode, fraction=row.fraction if row.mode == "canary" else None,
         started_by=row.started_by, started_at=as_utc(row.started_at), gate=gate,
@@ -109,17 +139,19 @@ def rollback(
 ) -> RollbackOut:
     if not models.versions(name):
         raise HTTPException(404, f"no model named '{name}' is served")
-    if store.end_rollout(name, who.key_id, "rollback", body.reason) is not None:
-        active = models.active(name)
-        assert active is not None
+    if store.end_rollout(name, who.key_id, body.reason) is not None:
+        active = _active(models, name)
         request.state.model_version = active.version
-        return RollbackOut(action="rollout ended", active=active.version)
-    previous = store.previously_active(name)
-    model = models.versions(name).get(previous or "")
+        return RollbackOut(action=ROLLOUT_ENDED, active=active.version)
+    active = _active(models, name)
+    model = models.versions(name).get(store.rollback_target(name) or "")
     if model is None:
-        raise HTTPException(409, f"'{name}' has no rollout and no earlier active version loaded to roll back to")
+        raise HTTPException(
+            409, f"'{name}' has no rollout, and no activation or promotion to undo with a loaded version before it"
+        )
     # No gate: the version served before is the known state a rollback exists to return to.
-    models.activate(model, who.key_id, "rollback", body.reason)
+    with _fresh():
+        models.activate(model, who.key_id, "rollback", body.reason, None, expected_active=active)
     request.state.model_version = model.version
     return RollbackOut(action="reactivated", active=model.version)
 

@@ -141,7 +141,9 @@ async def predict(
 
     await anyio.to_thread.run_sync(persist)
     state.outcome = answer.outcome
-    if routed.shadow is not None:  # after the answer is sent: a shadow never delays a clinician
+    # After the answer is sent, so the clinician never waits for a shadow; the request (its concurrency
+    # slot and its latency figure) lasts until the shadow has answered too.
+    if routed.shadow is not None:
         background.add_task(_shadow_predict, routed.shadow, work.kept_png, request_id, settings, store)
     return PredictResponse(
         request_id=request_id,

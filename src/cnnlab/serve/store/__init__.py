@@ -6,7 +6,7 @@ The names below are this package's interface; import them from `cnnlab.serve.sto
 from __future__ import annotations
 
 from cnnlab.serve.store.activations import ActivationQueries
-from cnnlab.serve.store.activity import MINUTE_CHARS, MINUTE_FORMAT, ActivityQueries
+from cnnlab.serve.store.activity import MINUTE_CHARS, MINUTE_FORMAT, OPERATOR_METHOD, ActivityQueries
 from cnnlab.serve.store.audit import AUDIT_FIELDS, GENESIS, AuditLog, AuditProblem, chain_hash
 from cnnlab.serve.store.cases import CaseQueries
 from cnnlab.serve.store.engine import (
@@ -23,7 +23,7 @@ from cnnlab.serve.store.engine import (
 from cnnlab.serve.store.keys import KeyQueries, SecretQueries
 from cnnlab.serve.store.live import LabelledCase, LiveQueries, RecentPrediction
 from cnnlab.serve.store.retention import Purged, RetentionQueries
-from cnnlab.serve.store.rollouts import RolloutQueries
+from cnnlab.serve.store.rollouts import ROLLOUT_ENDED, RolloutQueries, StaleDecision
 from cnnlab.serve.store.tables import (
     ActiveModel,
     ApiKey,
@@ -63,7 +63,9 @@ __all__ = [
     "GENESIS",
     "MINUTE_CHARS",
     "MINUTE_FORMAT",
+    "OPERATOR_METHOD",
     "RATE_LIMITED",
+    "ROLLOUT_ENDED",
     "ActiveModel",
     "ApiKey",
     "AuditProblem",
@@ -79,6 +81,7 @@ __all__ = [
     "ReviewItem",
     "Rollout",
     "ShadowRow",
+    "StaleDecision",
     "Store",
     "alembic_config",
     "as_utc",

@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 from cnnlab.serve.store.engine import Database
 from cnnlab.serve.store.tables import AuditRow, PredictionRow, as_utc
 
+OPERATOR_METHOD = "CLI"
+"""The audit `method` of a row an operator's command wrote (cnnlab purge), not an HTTP request."""
 MINUTE_FORMAT = "%Y-%m-%dT%H:%M"
 MINUTE_CHARS = 16
 """A UTC minute as text, the way the monitor's counts over time name it."""
@@ -51,7 +53,11 @@ class ActivityQueries(Database):
 
     def requests_by_route_status(self) -> list[tuple[str, int, int]]:
         """(route, HTTP status, requests) over the whole audit log: every worker's, every restart's."""
-        query = select(AuditRow.route, AuditRow.status, func.count()).group_by(AuditRow.route, AuditRow.status)
+        query = (  # an operator's command (cnnlab purge) is audited too, but it is no HTTP request
+            select(AuditRow.route, AuditRow.status, func.count())
+            .where(AuditRow.method != OPERATOR_METHOD)
+            .group_by(AuditRow.route, AuditRow.status)
+        )
         with self.sessions() as s:
             return [(str(r), int(st), int(n)) for r, st, n in s.execute(query)]
 
