@@ -83,6 +83,19 @@ def test_the_database_url_comes_from_the_environment_the_cli_reads() -> None:
     assert COMPOSE["services"]["db"]["environment"]["POSTGRES_PASSWORD"].startswith("${CNNLAB_DB_PASSWORD:?")
 
 
+def test_the_api_s_environment_names_settings_and_keeps_secrets_out_of_the_file() -> None:
+    """Every CNNLAB_SERVE_* variable compose sets is a setting the service reads; the patient-id key
+    comes from the host's environment, never from the file."""
+    from cnnlab.serve.settings import ServeSettings
+
+    environment = COMPOSE["services"]["api"]["environment"]
+    fields = {f"CNNLAB_SERVE_{name.upper()}" for name in ServeSettings.model_fields}
+    assert set(environment) <= fields
+    assert environment["CNNLAB_SERVE_PATIENT_ID_KEY"].startswith("${CNNLAB_PATIENT_ID_KEY:?")
+    gate = environment["CNNLAB_SERVE_GATE_DATA"]
+    assert any(v.endswith(f":{gate}:ro") for v in COMPOSE["services"]["api"]["volumes"])
+
+
 def test_non_root_health_checked_state_in_volumes_and_only_the_page_published() -> None:
     user = _instruction("USER").strip()
     assert user not in ("root", "0")
@@ -126,7 +139,14 @@ def test_the_images_entry_commands_serve_on_loopback_with_postgres(
     a temporary state folder and 127.0.0.1, and the database URL from the environment as compose
     passes it."""
     api_port, ui_port = free_port(), free_port()
-    env = {**os.environ, DB_ENV: postgres_url}
+    gate = tmp_path / "gate"  # the container's /gate, swapped like its other paths
+    gate.mkdir()
+    env = {
+        **os.environ,
+        DB_ENV: postgres_url,
+        "CNNLAB_SERVE_PATIENT_ID_KEY": "k" * 32,
+        "CNNLAB_SERVE_GATE_DATA": str(gate),
+    }
     api_args = COMPOSE["services"]["api"]["command"]
     replace = {"/models": str(trained_bundle), "/state": str(tmp_path / "state"), "0.0.0.0": "127.0.0.1",
                "8000": str(api_port)}  # fmt: skip

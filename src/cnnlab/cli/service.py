@@ -64,8 +64,8 @@ def _service_store(state_dir: Path, db: str | None, create: bool = False) -> Any
 
 
 @app.command(
-    epilog="Examples:  cnnlab serve runs/lite0-xray  |  cnnlab serve runs/xray-v1 runs/xray-v2 --port 8443 "
-    "--ssl-certfile cert.pem --ssl-keyfile key.pem"
+    epilog="Examples:  cnnlab serve runs/lite0-xray  |  cnnlab serve runs/xray-v1 runs/xray-v2 --gate-data "
+    "data/xray-gate  |  cnnlab serve runs/xray-v1 --port 8443 --ssl-certfile cert.pem --ssl-keyfile key.pem"
 )
 def serve(
     runs: Annotated[
