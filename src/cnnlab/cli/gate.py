@@ -20,8 +20,8 @@ REFUSED = 1
 
 
 @app.command(
-    epilog="Example:  cnnlab gate runs/lite0-xray-v2 --against runs/lite0-xray --data ../shared/data/chest-xray "
-    "--out runs/gate-v2.json"
+    epilog="Example:  cnnlab gate runs/lite0-xray-v2 --against runs/lite0-xray --data data/xray-gate "
+    "--out runs/gate-v2.json  (the folder: labelled patients neither bundle trained on)"
 )
 def gate(
     candidate: Annotated[Path, typer.Argument(help="The candidate bundle directory.")],
