@@ -61,7 +61,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.models = registry
     app.state.metrics = metrics
     app.state.monitor = Monitor(store)
-    app.state.release = Release(settings, registry, store)
+    app.state.release = Release(settings, store)
     app.state.patient_keys = PatientKeys.for_service(settings.patient_id_key, store)
     if settings.patient_id_key is None:
         log.warning(

@@ -138,17 +138,22 @@ DocsReader = Annotated[Principal | None, Depends(require(Role.viewer, "public_do
 ModelName = Annotated[str | None, Query(description="Model name; needed when several are served.")]
 
 
-def choose_model(models: ModelRegistry, name: str | None) -> LoadedModel:
-    """The active version of model `name` (the only model when None): 422 when the choice is
-    ambiguous, 404 when no such model is served."""
+def served_name(models: ModelRegistry, name: str | None) -> str:
+    """`name` (the only model's when None): 422 when the choice is ambiguous, 404 when no such model is served."""
     names = models.names()
     if name is None:
         if len(names) != 1:
             raise HTTPException(422, f"several models are served; choose one with ?model= ({', '.join(names)})")
-        name = names[0]
-    model = models.active(name)
-    if model is None:
+        return names[0]
+    if name not in names:
         raise HTTPException(404, f"no model named '{name}' is served")
+    return name
+
+
+def choose_model(models: ModelRegistry, name: str | None) -> LoadedModel:
+    """The active version of model `name` (the only model when None), or `served_name`'s 422 or 404."""
+    model = models.active(served_name(models, name))
+    assert model is not None  # every served name has an active version
     return model
 
 

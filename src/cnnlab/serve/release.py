@@ -14,7 +14,7 @@ import anyio
 from fastapi import HTTPException
 
 from cnnlab.errors import CnnlabError
-from cnnlab.serve.models import LoadedModel, ModelRegistry
+from cnnlab.serve.models import LoadedModel
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.store import Store
 from cnnlab.tasks.gate import gate
@@ -28,20 +28,11 @@ class Release:
     gated here is not gated again when it is promoted through this worker (another worker runs the
     same gate again, with the same answer)."""
 
-    def __init__(self, settings: ServeSettings, models: ModelRegistry, store: Store) -> None:
+    def __init__(self, settings: ServeSettings, store: Store) -> None:
         self.settings = settings
-        self.models = models
         self.store = store
         self._verdicts: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
-
-    def loaded(self, name: str, version: str) -> LoadedModel:
-        if not self.models.versions(name):
-            raise HTTPException(404, f"no model named '{name}' is served")
-        model = self.models.versions(name).get(version)
-        if model is None:
-            raise HTTPException(404, f"model '{name}' has no loaded version '{version}'")
-        return model
 
     def _gate(self, candidate: LoadedModel, active: LoadedModel) -> dict[str, Any]:
         """The gate's result as a dict (blocking: it runs both bundles over the gate folder)."""
@@ -58,8 +49,8 @@ class Release:
                     progress=False,
                 )
                 # The gate read the bundles from disk: they must be the weights this service serves.
-                for side, model in (("candidate", candidate), ("active", active)):
-                    if report.to_dict()[side]["weights_sha256"] != model.sha256:
+                for described, model in ((report.candidate, candidate), (report.active, active)):
+                    if described["weights_sha256"] != model.sha256:
                         raise CnnlabError(
                             f"{model.run_dir} no longer holds the weights of {model.name}@{model.version}"
                         )

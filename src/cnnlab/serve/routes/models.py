@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import IntegrityError
 
-from cnnlab.serve.deps import Admin, ModelsDep, ReleaseDep, StoreDep, Viewer
+from cnnlab.serve.deps import Admin, ModelsDep, ReleaseDep, StoreDep, Viewer, served_name
 from cnnlab.serve.models import LoadedModel, ModelRegistry
 from cnnlab.serve.release import Release
 from cnnlab.serve.schemas import ActivateIn, EventOut, PromoteIn, RollbackIn, RollbackOut, RolloutIn, RolloutOut
@@ -24,6 +24,13 @@ GATED = {404: {"description": "No such model name or version"}, 409: {"descripti
 def _describe(models: ModelRegistry, model: LoadedModel) -> dict[str, Any]:
     role, fraction = models.role(model)
     return {**model.describe(role == "active"), "role": role, "fraction": fraction}
+
+
+def _loaded(models: ModelRegistry, name: str, version: str) -> LoadedModel:
+    model = models.versions(served_name(models, name)).get(version)
+    if model is None:
+        raise HTTPException(404, f"model '{name}' has no loaded version '{version}'")
+    return model
 
 
 def _active(models: ModelRegistry, name: str) -> LoadedModel:
@@ -71,7 +78,7 @@ def list_models(_who: Viewer, models: ModelsDep) -> list[dict[str, Any]]:
 async def activate(
     request: Request, who: Admin, models: ModelsDep, release: ReleaseDep, name: str, body: ActivateIn
 ) -> dict[str, Any]:
-    model = release.loaded(name, body.version)
+    model = _loaded(models, name, body.version)
     request.state.model_version = model.version
     if models.is_active(model):
         return {**_describe(models, model), "gate": None, "reason": "already active"}
@@ -88,7 +95,7 @@ async def activate(
 async def rollout(
     request: Request, who: Admin, models: ModelsDep, release: ReleaseDep, store: StoreDep, name: str, body: RolloutIn
 ) -> RolloutOut:
-    model = release.loaded(name, body.version)
+    model = _loaded(models, name, body.version)
     request.state.model_version = model.version
     if models.is_active(model):
         raise HTTPException(409, f"{name}@{model.version} is the active version; roll out another one")
@@ -118,8 +125,7 @@ async def rollout(
 async def promote(
     request: Request, who: Admin, models: ModelsDep, release: ReleaseDep, name: str, body: PromoteIn
 ) -> dict[str, Any]:
-    if not models.versions(name):
-        raise HTTPException(404, f"no model named '{name}' is served")
+    served_name(models, name)
     current = models.rollout(name)
     if current is None:
         raise HTTPException(409, f"no rollout of '{name}' is in progress; start a canary or shadow first")
@@ -137,8 +143,7 @@ async def promote(
 def rollback(
     request: Request, who: Admin, models: ModelsDep, store: StoreDep, name: str, body: RollbackIn
 ) -> RollbackOut:
-    if not models.versions(name):
-        raise HTTPException(404, f"no model named '{name}' is served")
+    served_name(models, name)
     if store.end_rollout(name, who.key_id, body.reason) is not None:
         active = _active(models, name)
         request.state.model_version = active.version
@@ -158,8 +163,7 @@ def rollback(
 
 @router.get("/models/{name}/events", response_model=list[EventOut], summary="The governance log, newest first (viewer)")
 def events(_who: Viewer, models: ModelsDep, store: StoreDep, name: str) -> list[EventOut]:
-    if not models.versions(name):
-        raise HTTPException(404, f"no model named '{name}' is served")
+    served_name(models, name)
     out = []
     for e in store.events(name):
         gate = json.loads(e.gate_json) if e.gate_json else None

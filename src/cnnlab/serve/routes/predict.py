@@ -21,7 +21,7 @@ from cnnlab.serve.deps import (
     PatientKeysDep,
     SettingsDep,
     StoreDep,
-    choose_model,
+    served_name,
 )
 from cnnlab.serve.inference import (
     METHODS_TEXT,
@@ -81,11 +81,11 @@ async def predict(
     started = time.perf_counter()
     # Chosen here, not by the ChosenModel dependency: dependencies run before the upload is validated,
     # and a request without a file must keep answering 422 for the file whatever ?model= says.
-    name = choose_model(models, model).name
+    name = served_name(models, model)
     patient_key = patient_keys(patient_id)
     request_id = str(state.request_id)
     routed = models.route(name, patient_key or request_id)  # held to the end: a change meanwhile does not touch it
-    assert routed is not None  # choose_model found the name
+    assert routed is not None  # served_name found the name
     chosen = routed.model
     state.model_version = chosen.version
     if explain is not None:

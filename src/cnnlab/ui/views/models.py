@@ -41,20 +41,11 @@ def role_text(model: dict[str, Any]) -> str:
 
 
 def gate_summary(gate: dict[str, Any] | None) -> str:
-    """One line for a gate result: its verdict and reasons when it has them, else its figures.
-    The gate's fields belong to the service, so anything beyond those is shown as it comes."""
+    """One line for a gate result: its verdict, and its reasons when it refused."""
     if not gate:
         return ""
-    parts = []
-    if "passed" in gate:
-        parts.append("passed" if gate["passed"] else "refused")
-    reasons = gate.get("reasons")
-    if reasons:
-        parts.append("; ".join(map(str, reasons)) if isinstance(reasons, list) else str(reasons))
-    if not parts:
-        parts = [f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in gate.items()
-                 if isinstance(v, str | int | float | bool)]  # fmt: skip
-    return ": ".join(parts[:2]) if "passed" in gate else ", ".join(parts)
+    verdict = "passed" if gate["passed"] else "refused"
+    return f"{verdict}: {'; '.join(gate['reasons'])}" if gate.get("reasons") else verdict
 
 
 def _when(stamp: str | None) -> str:
@@ -142,8 +133,8 @@ def _gated(name: str, change: dict[str, Any], override_reason: str | None = None
 
 
 def _done(name: str, change: dict[str, Any], done: dict[str, Any]) -> str:
-    # "reason" is the governance log's own words (the gate passed, or the override); the gate's verdict otherwise.
-    why = done.get("reason") or done.get("override_reason") or gate_summary(done.get("gate"))
+    # "reason" is the governance log's own words (the gate passed, or the override); a rollout answers the gate.
+    why = done.get("reason") or gate_summary(done.get("gate"))
     note = f" ({why})" if why else ""
     if change["action"] == "rollout":
         return f"{name} {change['version']}: {change['mode']} run started {_share(change)}{note}."
