@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.models.outputs import num_outputs
@@ -60,6 +61,23 @@ class SequentialCNN(nn.Module):
         self.classifier = nn.Linear(self.classifier.in_features, num_outputs(num_classes, self.binary))
 
 
+class WholeInputConv2d(nn.Conv2d):
+    """A convolution that, when its kernel covers its whole unpadded input (LeNet-5's C5: 5x5
+    over S4's 5x5 maps), is computed as the one matrix product it is.
+
+    Same weights, same result (to rounding), same `nn.Conv2d` for every tool that reads layers;
+    but on a CPU a 1x1-output convolution goes through the convolution kernels' per-call set-up
+    and costs about 2.5x the matrix product, forward and backward (bench/train_profile.py: one
+    LeNet-5 step in bf16 loses about a tenth of its time there). Any other input size is an
+    ordinary convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        whole = x.shape[-2:] == self.kernel_size and self.padding == (0, 0) and self.dilation == (1, 1)
+        if whole and self.groups == 1:
+            return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
+        return super().forward(x)
+
+
 class _DenseSlot(nn.Module):
     """Placeholder for a Linear layer whose input width is only known after the trunk."""
 
@@ -91,7 +109,7 @@ def lenet5(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
         ("c3", nn.Conv2d(6, 16, 5)),
         ("act3", nn.Tanh()),
         ("s4", nn.AvgPool2d(2)),
-        ("c5", nn.Conv2d(16, 120, 5)),
+        ("c5", WholeInputConv2d(16, 120, 5)),
         ("act5", nn.Tanh()),
     )
     neck = [("f6", _DenseSlot(84)), ("act6", nn.Tanh())]
