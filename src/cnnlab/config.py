@@ -83,6 +83,9 @@ class ModelConfig:
     """A registered name (`cnnlab models`) or timm:NAME."""
     weights: str = "none"
     """none (random init), imagenet (offline first), or a .safetensors/.pth state dict."""
+    tta: tuple[float, ...] = ()
+    """Test-time views whose logits every prediction averages: centre crops as fractions of the
+    input's side (`[1.0, 0.9]`: the image and its central 90%); empty: the image as given."""
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,7 @@ _RANGES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("TrainConfig", "eval_batch_size"): (_positive, "positive"),
     ("TrainConfig", "early_stopping"): (_positive, "positive"),
     ("TrainConfig", "threads"): (_positive, "positive"),
+    ("ModelConfig", "tta"): (lambda v: all(0 < f <= 1 for f in v), "centre-crop fractions in (0, 1]"),
     ("StageConfig", "epochs"): (_positive, "positive"),
     ("StageConfig", "lr"): (lambda v: v >= 0, "zero or positive"),
     ("StageConfig", "lr_decay"): (_positive, "positive"),

@@ -45,6 +45,9 @@ class ModelCard:
     members: int = 0
     """An ensemble: this many member models of `architecture` whose logits are averaged
     (`cnnlab.bundle.ensemble`, `cnnlab crossval --ensemble`); 0: a single model."""
+    tta: list[float] = field(default_factory=list)
+    """Test-time views (`cnnlab.bundle.views`): centre-crop fractions whose logits are averaged;
+    empty: the image as given."""
     temperature: float | None = None
     calibration: dict[str, Any] | None = None
     """`cnnlab calibrate`'s fit: method, temperature or scale/bias, where it was fitted, scores."""
@@ -79,8 +82,9 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         extra = out.pop("extra")
-        if not out["members"]:  # a single model's card reads as it always has
-            del out["members"]
+        for key in ("members", "tta"):  # a single model's card without views reads as it always has
+            if not out[key]:
+                del out[key]
         return {"format": out.pop("format"), **out, **extra}
 
     def with_changes(self, **changes: Any) -> ModelCard:

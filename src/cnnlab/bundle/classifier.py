@@ -19,6 +19,7 @@ from PIL import Image
 
 from cnnlab.bundle.backends import backend_runner
 from cnnlab.bundle.card import ModelCard, read_card
+from cnnlab.bundle.views import network_of
 from cnnlab.bundle.weights import load_model
 from cnnlab.data.decode import decode_image
 from cnnlab.data.preprocess import Preprocessing, fit_all, image_to_input, normalize, stats_tensors
@@ -68,6 +69,12 @@ class Classifier:
         self.backend = backend
         self._run, self._embedded = backend_runner(backend, self.model, run_dir, card)
         self._input_device = torch.device("cpu") if backend == "onnx" else self.device
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network (or ensemble) itself, without the card's test-time views: what Grad-CAM,
+        filters and feature maps read, on the image as given (`cnnlab.bundle.views`)."""
+        return network_of(self.model)
 
     @property
     def device_name(self) -> str:
@@ -137,7 +144,7 @@ class Classifier:
         prep = self.preprocessing
         decoded = decode_image(image, prep.channels)
         pixels = image_to_input(decoded, prep.channels, prep.resize_to, prep.pad_to, prep.crop)[None]
-        with CamExplainer(self.model, layer or self.cam_layer(), method, binary=self.binary) as cam:
+        with CamExplainer(self.network, layer or self.cam_layer(), method, binary=self.binary) as cam:
             heat, _ = cam.explain(self.normalized(pixels), None if class_index is None else [class_index])
         return heat_on_image(heat[0], decoded.shape[:2], prep)
 
@@ -146,7 +153,7 @@ class Classifier:
         if getattr(self, "_checked_cam_layer", None) is None:
             prep = self.preprocessing
             shape = (prep.channels, *prep.pad_to)
-            self._checked_cam_layer = resolve_cam_layer(self.model, self.card.cam_layer or None, shape)
+            self._checked_cam_layer = resolve_cam_layer(self.network, self.card.cam_layer or None, shape)
         return self._checked_cam_layer
 
 

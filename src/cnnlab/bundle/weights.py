@@ -14,6 +14,7 @@ from torch import nn
 from cnnlab.bundle.card import ModelCard
 from cnnlab.bundle.ensemble import empty_ensemble
 from cnnlab.bundle.layout import WEIGHTS
+from cnnlab.bundle.views import with_views
 from cnnlab.errors import BundleError
 from cnnlab.fileio import atomic_write_bytes
 from cnnlab.models import create_model
@@ -40,7 +41,7 @@ def load_state(run_dir: Path, card: ModelCard) -> dict[str, torch.Tensor]:
 
 def load_model(run_dir: Path, card: ModelCard) -> nn.Module:
     """The card's model with the bundle's weights (on the CPU; `Classifier` places it): one network,
-    or an ensemble of `card.members`."""
+    or an ensemble of `card.members`, averaged over the card's test-time views when it has any."""
     if card.members:
         size = card.input_size[0]
         model: nn.Module = empty_ensemble(card.architecture, card.members, card.num_classes, card.in_chans, size)
@@ -53,4 +54,4 @@ def load_model(run_dir: Path, card: ModelCard) -> nn.Module:
             f"{run_dir}: weights do not fit {card.architecture} "
             f"(missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
         )
-    return model.eval()
+    return with_views(model, card.tta).eval()

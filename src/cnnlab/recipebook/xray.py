@@ -37,6 +37,16 @@ TRAINING_PARTS = ("Result", "Training time per stage", "Curves and the fit verdi
 QUICK = {"data.limit_train": 60, "data.input_size": 128, "train.epochs": 1}
 
 
+def _views_sentence(views: tuple[float, ...]) -> str:
+    if not views:
+        return ""
+    crops = ", ".join("the image as given" if f >= 1 else f"its central {f:.0%}" for f in views)
+    return (
+        f" Every prediction averages the network's logits over {len(views)} views ({crops}; `model.tta`): on the "
+        "out-of-fold images that lifted the ranking and the log loss (README, test-time views)."
+    )
+
+
 def _inspect(ctx: Context) -> tuple[Section, dict[str, Any]]:
     ctx.step("inspecting the data")
     report = inspect_source(DataConfig(source="chest-xray", data_dir=ctx.data_dir), ctx.out / "inspect")
@@ -269,7 +279,8 @@ def xray_triage(ctx: Context) -> Answer:
                 "An ImageNet EfficientNet-Lite0 (grey X-rays through RGB kernels summed), class weights for the "
                 "imbalance (`optim.class_weights: auto`; `--set optim.loss=focal` for focal loss), X-ray "
                 "augmentation without flips, a frozen base with a new head, then the top blocks fine-tuned; the "
-                "kept epoch is the one with the best validation ROC AUC (`train.monitor: val_auc`).",
+                "kept epoch is the one with the best validation ROC AUC (`train.monitor: val_auc`)."
+                + _views_sentence(cfg.model.tta),
                 *[b for s in train_sections if s.title in TRAINING_PARTS for b in s.blocks],
             ],
         )

@@ -23,6 +23,7 @@ from cnnlab.bundle.card import ModelCard, read_card
 from cnnlab.bundle.classifier import Classifier, load
 from cnnlab.bundle.data import bundle_data, network_pixels, split_outputs
 from cnnlab.bundle.ensemble import assemble, member_cam_layer
+from cnnlab.bundle.views import with_views
 from cnnlab.config import Config, DataConfig, load_config
 from cnnlab.data.folder import GROUP_COLUMNS
 from cnnlab.data.preprocess import stats_tensors
@@ -331,7 +332,11 @@ def build_ensemble(fold_dirs: list[Path], members: list[Classifier], out: Path) 
     )
     bundle.check_run_dir(out, overwrite=True, resume=False)
     bundle.prepare_run_dir(out, overwrite=True, resume=False)
-    model, prep = assemble([m.model for m in members], [m.preprocessing for m in members])
+    if any(card.tta != first.tta for card in cards):
+        raise DataError(f"the fold models in {fold_dirs[0].parent} average different test-time views: no ensemble")
+    # Built of the networks; the folds' test-time views apply to the ensemble as a whole.
+    plain, prep = assemble([m.network for m in members], [m.preprocessing for m in members])
+    model = with_views(plain, first.tta)
     bundle.write_config(out, cfg.to_yaml())
     card = ModelCard(
         name=cfg.name,
@@ -342,11 +347,12 @@ def build_ensemble(fold_dirs: list[Path], members: list[Classifier], out: Path) 
         in_chans=first.in_chans,
         input_size=first.input_size,
         preprocessing=prep.to_dict(),
-        weights_sha256=bundle.save_weights(model.state_dict(), out / bundle.WEIGHTS),
+        weights_sha256=bundle.save_weights(plain.state_dict(), out / bundle.WEIGHTS),
         binary=first.binary,
         description=f"the mean of the logits of {len(members)} cross-validation fold models of {first.architecture}",
         cam_layer=member_cam_layer(first.cam_layer),
         weights=first.weights,
+        tta=first.tta,
         parameters=sum(c.parameters for c in cards),
     )
     clf = Classifier(model, card, out)

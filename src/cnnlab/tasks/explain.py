@@ -45,7 +45,7 @@ def load_target(name_or_run: str, input_text: str | None = None, *, device: str 
         clf = load(path, device=device)
         prep = clf.preprocessing
         title = f"{path.name} ({clf.card.architecture})"
-        return Target(clf.model, title, shape or (prep.channels, *prep.pad_to), False, path, prep)
+        return Target(clf.network, title, shape or (prep.channels, *prep.pad_to), False, path, prep)
     if path.exists() and path.is_dir():
         raise CnnlabError(f"{path} is a folder without a model.json: not a run bundle")
     return model_target(name_or_run, shape)
@@ -78,7 +78,7 @@ def class_index(clf: Classifier, label: str | None) -> int | None:
 
 
 def explainer_for(clf: Classifier, method: str, layer: str | None = None) -> CamExplainer:
-    return CamExplainer(clf.model, layer or clf.cam_layer(), method, binary=clf.binary)
+    return CamExplainer(clf.network, layer or clf.cam_layer(), method, binary=clf.binary)
 
 
 def _decode_batch(

@@ -113,11 +113,11 @@ def cam_pass(
         if found.grid is None and isinstance(output, torch.Tensor) and output.ndim == 4:
             found.grid = (int(output.shape[-2]), int(output.shape[-1]))
 
-    hook = clf.model.get_submodule(layer).register_forward_hook(grid)
+    hook = clf.network.get_submodule(layer).register_forward_hook(grid)
     x, _ = data.splits[split]
     try:
         with (
-            CamExplainer(clf.model, layer, "gradcam", binary=clf.binary) as cam,
+            CamExplainer(clf.network, layer, "gradcam", binary=clf.binary) as cam,
             progress(console, "Grad-CAM", len(x)) as advance,
         ):
             for start in range(0, len(x), batch_size):

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from cnnlab import __version__, bundle
 from cnnlab.bundle.card import ModelCard
+from cnnlab.bundle.views import with_views
 from cnnlab.config import Config
 from cnnlab.data.augment import build_augment, build_mix
 from cnnlab.data.loader import TensorBatches
@@ -165,9 +166,10 @@ def train(
 
     model.load_state_dict(result.best_state)
     loss_fn = make_loss(spec.binary)
-    # In fp32 whatever training ran in: the card's test figures are those of the model as `load`
-    # serves it and `cnnlab evaluate` scores it.
-    test = evaluate_epoch(model, test_batches, loss_fn, binary=spec.binary, precision="fp32")
+    # In fp32 whatever training ran in, and over the recipe's test-time views: the card's test
+    # figures are those of the model as `load` serves it and `cnnlab evaluate` scores it.
+    served = with_views(model, cfg.model.tta)
+    test = evaluate_epoch(served, test_batches, loss_fn, binary=spec.binary, precision="fp32")
     distributed.shutdown()  # the last collective is done; rank 0 alone writes the bundle
     if not rank.main:
         return None
@@ -178,7 +180,7 @@ def train(
     bundle.write_history(out / bundle.HISTORY, result.history, HISTORY_FIELDS)
     weights_sha = bundle.save_weights(model.state_dict(), out / bundle.WEIGHTS)
     # What a deployed model's inputs are later compared with (drift, `cnnlab serve`'s /v1/monitor).
-    sample = reference_sample(model, splits["val"][0], mean, std, spec.binary, tc.seed)
+    sample = reference_sample(served, splits["val"][0], mean, std, spec.binary, tc.seed)
     reference = save_reference(out, *sample, data.classes)
     card = ModelCard(
         name=cfg.name,
@@ -192,6 +194,7 @@ def train(
         preprocessing=prep.to_dict(),
         cam_layer=cam_layer,
         weights=cfg.model.weights,
+        tta=list(cfg.model.tta),
         parameters=n_params,
         metrics={
             "test_accuracy": test.accuracy,
