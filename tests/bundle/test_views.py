@@ -46,7 +46,7 @@ def test_view_mean_averages_the_views_and_its_two_halves_agree() -> None:
 
 
 def test_the_recipe_key_is_checked() -> None:
-    with pytest.raises(ConfigError, match="model.tta"):
+    with pytest.raises(ConfigError, match=r"model\.tta"):
         tiny_config(**{"model.tta": [1.0, 0.0]})
 
 
