@@ -53,7 +53,7 @@ def _network_row(name: str) -> dict[str, Any]:
     shape, classes = NATIVE[name]
     model = create_model(name, classes, shape[0], shape[1])
     table = layer_table(model, shape)
-    convs = [r for r in table.rows if r.type == "Conv2d"]
+    convs = [r for r in table.rows if "Conv2d" in r.type]  # MaskedConv2d, WholeInputConv2d, timm's Conv2dSame
     dense = [r for r in table.rows if r.type == "Linear"]
     last = convs[-1]
     kinds = {type(m).__name__ for m in model.modules()}
@@ -127,7 +127,7 @@ def alexnet_vs_vgg(ctx: Context) -> Answer:
     side_small = SMALL_TASK["data.input_size"]
     vgg64, mini64 = (layer_table(create_model(n, 10, 3, side_small), (3, side_small, side_small))
                      for n in ("vgg16", "vgg_mini"))  # fmt: skip
-    mini_convs = sum(r.type == "Conv2d" for r in mini64.rows)
+    mini_convs = sum("Conv2d" in r.type for r in mini64.rows)
     lenet, alex, vgg = nets["lenet5"], nets["alexnet"], nets["vgg16"]
     arch_rows = [
         [
