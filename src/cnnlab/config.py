@@ -65,6 +65,9 @@ class DataConfig:
     many stratified folds, by patient when the data has patient ids; 0: the source's own splits."""
     fold: int = 0
     """With `folds`: which fold is the test part (0 .. folds-1); validation is carved from the rest."""
+    second_fold: int | None = None
+    """With `folds`: a second fold that joins `fold` as the test part (set by `cnnlab crossval
+    --ensemble-oof`, whose models each leave two folds out)."""
     folds_exclude_test: bool = False
     """With `folds`: the source's own test split stays out of every fold (folds are cut from train
     + val), so an ensemble of the fold models can be scored on images none of them saw."""

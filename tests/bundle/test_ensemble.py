@@ -41,7 +41,7 @@ def cv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
             values={"name": "cv", "data.source": f"folder:{root}", "data.val_fraction": 0.2, "data.input_size": 16,
                     "model.name": "vgg_mini", "train.epochs": 1, "train.batch_size": 16},
         )  # fmt: skip
-        result = crossval(cfg, FOLDS, tmp / "cv", ensemble=True)
+        result = crossval(cfg, FOLDS, tmp / "cv", ensemble=True, ensemble_oof=True)
         yield cfg, result, tmp
 
 
@@ -197,8 +197,66 @@ def test_rerunning_keeps_the_ensemble_and_refuses_another_cut(cv: tuple, monkeyp
     cfg, result, tmp = cv
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp / "cache"))
     before = read_card(tmp / "cv" / "ensemble")
-    again = crossval(cfg, FOLDS, tmp / "cv", ensemble=True)
+    again = crossval(cfg, FOLDS, tmp / "cv", ensemble=True, ensemble_oof=True)  # every pair model reused too
     assert read_card(tmp / "cv" / "ensemble") == before  # kept (a calibration written since would survive)
     assert again.ensemble is not None and again.ensemble["accuracy"] == result.ensemble["accuracy"]
     with pytest.raises(DataError, match="another cut of the data"):
         crossval(cfg, FOLDS, tmp / "cv")  # folds of all the data: not what these bundles were trained on
+
+
+def test_the_ensembles_out_of_fold_logits_come_from_models_that_never_saw_the_image(cv: tuple) -> None:
+    _, result, tmp = cv
+    oof = load_out_of_fold(tmp / "cv" / "ensemble", ensemble=True)
+    single = load_out_of_fold(tmp / "cv")
+    assert oof.name == "ensemble out-of-fold" and oof.index.tolist() == single.index.tolist()
+    assert oof.folds.tolist() == single.folds.tolist() and oof.labels.tolist() == single.labels.tolist()
+    pairs = sorted((tmp / "cv" / "pairs").iterdir())
+    assert [p.name for p in pairs] == ["folds1+2", "folds1+3", "folds2+3"]
+    assert result.ensemble_oof["models"] == 3 and set(result.ensemble_oof["uncalibrated"]) == {
+        "single fold models", "ensembles of 2"}  # fmt: skip
+    held: dict[int, list[torch.Tensor]] = {}
+    for run in pairs:
+        a, b = (int(f) for f in run.name.removeprefix("folds").split("+"))
+        clf = load(run)
+        data = bundle_data(run, clf)
+        assert data.groups is not None
+        out_patients = set(oof.groups[np.isin(oof.folds, (a, b))].tolist())
+        seen = {g for split in ("train", "val") for g in data.groups[split].tolist()}
+        assert not seen & out_patients  # neither left-out fold's patients trained or validated it
+        assert set(data.groups["test"].tolist()) == out_patients
+        logits = split_outputs(clf, data, "test").logits
+        # its test rows are the two folds' pooled rows in index order
+        rows = np.flatnonzero(np.isin(oof.folds, (a, b)))
+        for r, lg in zip(rows, logits, strict=True):
+            held.setdefault(int(oof.index[r]), []).append(lg)
+    assert all(len(v) == FOLDS - 1 for v in held.values()) and len(held) == len(oof.index)
+    expected = torch.stack([torch.stack(held[int(i)]).mean(dim=0) for i in oof.index])
+    torch.testing.assert_close(oof.logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_calibrating_the_ensemble_fits_on_its_own_out_of_fold_logits(cv: tuple, monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    import shutil
+
+    from cnnlab.tasks.calibrate import calibrate
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(cv[2] / "cache"))
+    work = tmp_path / "cv"
+    shutil.copytree(cv[2] / "cv", work, ignore=shutil.ignore_patterns("pairs", "fold*"))
+    summary = calibrate(work / "ensemble", "auto", positive="sick", target_sensitivity=0.9, resamples=20)
+    card = read_card(work / "ensemble")
+    images = len(load_out_of_fold(work, ensemble=True).labels)
+    assert summary.fitted_on == "ensemble out-of-fold" and card.calibration["fitted_on"] == "ensemble out-of-fold"
+    assert card.calibration["images"] == images and card.threshold["chosen_on"] == "ensemble out-of-fold"
+    for name in ("ensemble_oof_logits.safetensors", "ensemble_oof_groups.csv"):
+        (work / name).unlink()
+    assert calibrate(work / "ensemble", "auto", resamples=20).fitted_on == "out-of-fold"  # the members' then
+
+
+def test_ensemble_oof_needs_the_ensemble_and_three_folds(cv: tuple, tmp_path: Path) -> None:
+    from cnnlab.errors import DataError
+
+    cfg = cv[0]
+    for folds, ensemble in ((2, True), (3, False)):
+        with pytest.raises(DataError, match="--ensemble-oof needs --ensemble and at least 3 folds"):
+            crossval(cfg, folds, tmp_path / "x", ensemble=ensemble, ensemble_oof=True)

@@ -53,6 +53,23 @@ def test_fold_splits_partition_the_data_without_sharing_a_patient() -> None:
         fold_splits(labels, groups, 5, 0, 0.0, seed=0)
 
 
+def test_a_second_fold_joins_the_test_part_and_leaves_training() -> None:
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(40), 3)
+    labels = np.repeat(rng.integers(0, 2, 40), 3)
+    one = [fold_splits(labels, groups, 5, k, 0.2, seed=0)["test"] for k in range(5)]
+    pair = fold_splits(labels, groups, 5, 1, 0.2, seed=0, second=3)
+    assert pair["test"].tolist() == sorted([*one[1], *one[3]])
+    assert sorted(np.concatenate(list(pair.values())).tolist()) == list(range(120))
+    trained = set(groups[np.concatenate([pair["train"], pair["val"]])].tolist())
+    assert not trained & set(groups[pair["test"]].tolist())
+    for bad in (1, 5, -1):
+        with pytest.raises(DataError, match="second_fold must be another fold"):
+            fold_splits(labels, groups, 5, 1, 0.2, seed=0, second=bad)
+    with pytest.raises(DataError, match="folds >= 3"):
+        fold_splits(labels, groups, 2, 0, 0.2, seed=0, second=1)
+
+
 def test_crossval_by_patient_writes_bundles_table_and_out_of_fold_predictions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -221,7 +221,7 @@ def _launch_processes(cfg: Any, nproc: int, out: Path, overwrite: bool, resume: 
 
 @app.command(
     epilog="Examples:  cnnlab crossval lite0-xray --folds 5 --group-by patient_id  |  "
-    "cnnlab crossval lite0-xray --folds 5 --ensemble  |  cnnlab crossval lite0-xray --by-source  |  "
+    "cnnlab crossval lite0-xray --folds 5 --ensemble --ensemble-oof  |  cnnlab crossval lite0-xray --by-source  |  "
     "cnnlab crossval lenet5-mnist-sample --folds 3 --set train.epochs=2"
 )
 def crossval(
@@ -243,6 +243,15 @@ def crossval(
             "then stays out of every fold and scores the ensemble.",
         ),
     ] = False,
+    ensemble_oof: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble-oof",
+            help="With --ensemble and 3+ folds: also train the K(K-1)/2 models that leave two folds out, so every "
+            "image gets a prediction from an ensemble of K-1 models that never saw it (ensemble_oof_logits."
+            "safetensors); `cnnlab calibrate` then fits the ensemble's calibration and operating point on those.",
+        ),
+    ] = False,
     by_source: Annotated[
         bool,
         typer.Option(
@@ -262,15 +271,20 @@ def crossval(
     (groups in oof_groups.csv). Rerunning continues an interrupted run."""
     cfg = load_training_recipe(recipe, overrides=set_ or [], values={"train.device": device} if device else None)
     if by_source:
-        if ensemble or group_by is not None:
-            raise CnnlabError("--by-source holds out whole sources: it takes neither --ensemble nor --group-by")
+        if ensemble or ensemble_oof or group_by is not None:
+            raise CnnlabError(
+                "--by-source holds out whole sources: it takes no --ensemble, --ensemble-oof or --group-by"
+            )
         _by_source(cfg, out, overwrite)
         return
     from cnnlab.evaluation.report import fmt
     from cnnlab.tasks.crossval import CROSSVAL_METRICS
     from cnnlab.tasks.crossval import crossval as run_crossval
 
-    result = run_crossval(cfg, folds, out, group_by=group_by, ensemble=ensemble, overwrite=overwrite, console=console)
+    result = run_crossval(
+        cfg, folds, out, group_by=group_by, ensemble=ensemble, ensemble_oof=ensemble_oof, overwrite=overwrite,
+        console=console,
+    )  # fmt: skip
     keys = CROSSVAL_METRICS  # per-class figures are in crossval.csv
     table = Table("fold", "images", *(k.replace("_", " ") for k in keys), title=f"{folds}-fold, by {result.unit}")
     for row in result.rows:
@@ -285,6 +299,17 @@ def crossval(
     )
     if result.ensemble is not None:
         console.print(f"ensemble bundle: {result.ensemble['dir']} (test split held out of every fold)")
+    if result.ensemble_oof is not None:
+        shown = result.ensemble_oof["uncalibrated"]
+        console.print(
+            "out-of-fold, uncalibrated: "
+            + "; ".join(
+                f"{name} accuracy {fmt(v['accuracy'])}, log loss {fmt(v['log_loss'])}, mean confidence "
+                f"{fmt(v['mean_confidence'])}"
+                for name, v in shown.items()
+            )
+            + f" (ensemble_oof_logits.safetensors, from {result.ensemble_oof['models']} models in pairs/)"
+        )
 
 
 def _by_source(cfg: Any, out: Path | None, overwrite: bool) -> None:

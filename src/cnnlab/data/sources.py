@@ -473,11 +473,12 @@ def apply_folds(data: ArrayDataset, cfg: DataConfig) -> ArrayDataset:
         return data
     x, y, groups = pooled(data)
     origins = pooled_per_image(data.sources)
-    parts = fold_splits(y.numpy(), groups, cfg.folds, cfg.fold, cfg.val_fraction, cfg.split_seed)
+    parts = fold_splits(y.numpy(), groups, cfg.folds, cfg.fold, cfg.val_fraction, cfg.split_seed, cfg.second_fold)
+    held = f"fold {cfg.fold + 1}" if cfg.second_fold is None else f"folds {cfg.fold + 1} and {cfg.second_fold + 1}"
     return replace(
         data,
         splits={name: (x[idx], y[idx]) for name, idx in parts.items()},
         groups={name: groups[idx] for name, idx in parts.items()} if groups is not None else None,
         sources={name: origins[idx] for name, idx in parts.items()} if origins is not None else None,
-        origin=f"{data.origin}, fold {cfg.fold + 1} of {cfg.folds}",
+        origin=f"{data.origin}, {held} of {cfg.folds}",
     )

@@ -91,13 +91,22 @@ def check_no_group_leak(splits: dict[str, np.ndarray], groups: np.ndarray) -> No
 
 
 def fold_splits(
-    labels: np.ndarray, groups: np.ndarray | None, folds: int, fold: int, val_fraction: float, seed: int
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    folds: int,
+    fold: int,
+    val_fraction: float,
+    seed: int,
+    second: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Indices of one cross-validation fold over pooled data: `test` is fold `fold` of `folds`
-    (stratified, and grouped by patient when groups are given); `val` is held out of the rest the
-    same way, so no patient is in two parts."""
+    (stratified, and grouped by patient when groups are given), joined by fold `second` when given
+    (the models that leave two folds out); `val` is held out of the rest the same way, so no
+    patient is in two parts."""
     if not 0 <= fold < folds:
         raise DataError(f"data.fold must be in 0..{folds - 1}, not {fold}")
+    if second is not None and (not 0 <= second < folds or second == fold or folds < 3):
+        raise DataError(f"data.second_fold must be another fold in 0..{folds - 1} (and folds >= 3), not {second}")
     if val_fraction <= 0:
         raise DataError(
             "cross-validation carves validation out of each fold's training part: data.val_fraction must be > 0"
@@ -106,6 +115,8 @@ def fold_splits(
     if units < folds:
         what = "patients" if groups is not None else "images"
         raise DataError(f"cannot cut {units} {what} into {folds} folds")
-    rest, test = kfold(labels, folds, seed, groups)[fold]
+    cuts = kfold(labels, folds, seed, groups)
+    test = cuts[fold][1] if second is None else np.union1d(cuts[fold][1], cuts[second][1])
+    rest = np.setdiff1d(np.arange(len(labels)), test)
     keep, val = holdout(labels[rest], groups[rest] if groups is not None else None, val_fraction, seed)
     return {"train": rest[keep], "val": rest[val], "test": test}

@@ -37,7 +37,7 @@ from cnnlab.evaluation.operating import (
     parse_positive,
 )
 from cnnlab.models.outputs import probabilities
-from cnnlab.tasks.crossval import load_out_of_fold
+from cnnlab.tasks.crossval import has_ensemble_out_of_fold, load_out_of_fold
 
 METHOD_CHOICES = (*CALIBRATION_METHODS, "none", "auto")
 """auto: the best by held-out log loss; none: keep the card's calibration (operating point only)."""
@@ -114,11 +114,13 @@ def calibrate(
     clf = load(run_dir, device=device)
     data = bundle_data(run_dir, clf, data_dir)
     # An ensemble's members trained on the validation split (folds are cut from train + val): it is
-    # fitted on the members' out-of-fold logits instead, and judged on test alone.
+    # fitted on out-of-fold logits instead, and judged on test alone. Its own (`--ensemble-oof`:
+    # ensembles of K-1 models that never saw the image) when the cross-validation wrote them; else
+    # the single fold models', which are less accurate and more confident than the ensemble.
     splits = ("test",) if clf.card.members else ("val", "test")
     outputs = {split: split_outputs(clf, data, split) for split in splits if split in data.splits}
     if fit_on is None and clf.card.members:
-        oof = load_out_of_fold(run_dir)
+        oof = load_out_of_fold(run_dir, ensemble=has_ensemble_out_of_fold(run_dir))
         fit_on = FitSet(oof.logits, oof.labels, oof.groups, oof.name)
     width = 1 if clf.binary else len(clf.classes)
     if fit_on is not None:

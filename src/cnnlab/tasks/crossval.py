@@ -1,6 +1,7 @@
 """`cnnlab crossval`: k-fold cross-validation by patient, one bundle per fold, with the
 out-of-fold predictions (calibrated probabilities in a CSV, raw logits in safetensors) and, on
-request, one ensemble bundle averaging the fold models. Leave-one-source-out is `by_source.py`."""
+request, one ensemble bundle averaging the fold models, and the ensemble's own out-of-fold
+logits to calibrate it on. Leave-one-source-out is `by_source.py`."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from cnnlab.evaluation.drift import reference_sample, save_reference
 from cnnlab.evaluation.metrics import classification_metrics, clean
 from cnnlab.fileio import atomic_write_bytes, atomic_write_json, write_csv
 from cnnlab.models import get_spec
+from cnnlab.models.outputs import probabilities
 from cnnlab.tasks.train import data_summary, train
 
 OOF_LOGITS = "oof_logits.safetensors"
@@ -43,6 +45,12 @@ OOF_GROUPS = "oof_groups.csv"
 """The patient group of each out-of-fold row, in the order of OOF_LOGITS."""
 ENSEMBLE = "ensemble"
 """The ensemble bundle's folder inside the cross-validation folder."""
+ENSEMBLE_OOF_LOGITS = "ensemble_oof_logits.safetensors"
+ENSEMBLE_OOF_GROUPS = "ensemble_oof_groups.csv"
+"""With `--ensemble-oof`: each pooled image's logits from an ensemble of K-1 models none of which
+saw it (the mean over the models that leave its fold and one other out), in OOF_LOGITS' format."""
+PAIRS = "pairs"
+"""The folder of the models that leave two folds out (`--ensemble-oof`)."""
 
 
 @dataclass
@@ -57,6 +65,9 @@ class CrossvalSummary:
     std: dict[str, float]
     ensemble: dict[str, Any] | None = None
     """With `ensemble=True`: the ensemble bundle and its scores on the test split no fold saw."""
+    ensemble_oof: dict[str, Any] | None = None
+    """With `ensemble_oof=True`: the headline metrics of the ensemble's out-of-fold predictions
+    beside the single fold models' (both over every pooled image, uncalibrated)."""
 
 
 CROSSVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_roc_auc", "macro_f1", "log_loss", "brier")
@@ -69,6 +80,7 @@ def crossval(
     *,
     group_by: str | None = None,
     ensemble: bool = False,
+    ensemble_oof: bool = False,
     overwrite: bool = False,
     console: Console | None = None,
 ) -> CrossvalSummary:
@@ -82,12 +94,21 @@ def crossval(
     train + val), and `out/ensemble` becomes one bundle whose logits are the mean of the fold
     models', scored on that test split.
 
+    With `ensemble_oof` (K >= 3), the K(K-1)/2 models that each leave two folds out are trained too
+    (`out/pairs`), so that every pooled image gets a prediction from an ensemble none of whose K-1
+    members saw it: the mean of the logits of the models that left its fold and one other out
+    (ENSEMBLE_OOF_LOGITS). An ensemble is more accurate, and less confident for its accuracy, than
+    its members: its calibration and operating point belong on its own held-out predictions, which
+    the single fold models' out-of-fold logits only approximate (`cnnlab calibrate` prefers these).
+
     A finished fold bundle already in `out` is reused, so an interrupted cross-validation goes on
     where it stopped. Folds train and are scored on `train.device`."""
     console = console or Console(quiet=True)
     out = Path(out) if out is not None else Path("runs") / f"{cfg.name}-crossval"
     if folds < 2:
         raise DataError(f"--folds must be at least 2, not {folds}")
+    if ensemble_oof and (not ensemble or folds < 3):
+        raise DataError("--ensemble-oof needs --ensemble and at least 3 folds (its models leave two folds out)")
     spec = get_spec(cfg.model.name)
     fold_data = replace(cfg.data, folds=folds, fold=0, folds_exclude_test=ensemble, holdout_source=None)
     base = load_source(replace(fold_data, folds=0), cfg.data.input_size or spec.input_size, console)
@@ -129,6 +150,12 @@ def crossval(
     write_csv(out / "crossval.csv", [*rows, {"fold": "mean", **mean}, {"fold": "std", **std}])
     write_csv(out / "oof_predictions.csv", sorted(oof, key=lambda r: r["index"]))
     write_out_of_fold(out, raw, y.numpy(), groups, read_card(fold_dirs[0]))
+    nested = None
+    if ensemble_oof:
+        nested = ensemble_out_of_fold(cfg, fold_data, out, y.numpy(), groups, folds, overwrite, console, raw)
+    else:  # an earlier run's would describe other folds' ensemble, and `calibrate` would fit on them
+        for stale in (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS):
+            (out / stale).unlink(missing_ok=True)
     scored = (
         write_ensemble(fold_dirs, out / ENSEMBLE, overwrite=overwrite, console=console, device=cfg.train.device)
         if ensemble
@@ -145,10 +172,11 @@ def crossval(
         "test_split": "set apart from the folds (--ensemble)" if ensemble else "pooled into the folds",
         "out_of_fold_logits": OOF_LOGITS,
         "ensemble": scored,
+        "ensemble_out_of_fold": nested,
         "config": cfg.to_yaml(),
     }
     atomic_write_json(out / "crossval.json", clean(summary))
-    return CrossvalSummary(out, folds, unit, rows, mean, std, scored)
+    return CrossvalSummary(out, folds, unit, rows, mean, std, scored, nested)
 
 
 def summary_row(scores: dict[str, Any]) -> dict[str, Any]:
@@ -223,8 +251,9 @@ def write_out_of_fold(
     y: np.ndarray,
     groups: np.ndarray | None,
     card: ModelCard,
+    names: tuple[str, str] = (OOF_LOGITS, OOF_GROUPS),
 ) -> None:
-    """OOF_LOGITS (safetensors: logits, labels, index, fold; classes in its metadata) and
+    """`names`: OOF_LOGITS (safetensors: logits, labels, index, fold; classes in its metadata) and
     OOF_GROUPS (index, fold, group), rows in pooled-index order. No pickle anywhere."""
     index = np.concatenate([idx for idx, _, _ in raw])
     fold = np.concatenate([np.full(len(idx), k) for idx, k, _ in raw])
@@ -242,38 +271,105 @@ def write_out_of_fold(
         "binary": json.dumps(card.binary),
         "grouped": json.dumps(groups is not None),
     }
-    atomic_write_bytes(out / OOF_LOGITS, save_safetensors(tensors, metadata=meta))
+    atomic_write_bytes(out / names[0], save_safetensors(tensors, metadata=meta))
     group_of = (lambda i: str(groups[i])) if groups is not None else (lambda i: "")
     rows = [{"index": int(i), "fold": int(f), "group": group_of(int(i))} for i, f in zip(index, fold, strict=True)]
-    write_csv(out / OOF_GROUPS, rows, ["index", "fold", "group"])
+    write_csv(out / names[1], rows, ["index", "fold", "group"])
 
 
-def load_out_of_fold(path: str | Path) -> OutOfFold:
-    """The raw out-of-fold logits of the cross-validation in `path`, or of the one an ensemble
-    bundle at `path` was built from (its parent folder)."""
+def has_ensemble_out_of_fold(path: str | Path) -> bool:
+    """Whether the cross-validation in `path` (or the one the ensemble bundle at `path` was built
+    from) wrote the ensemble's own out-of-fold logits (`--ensemble-oof`)."""
     path = Path(path)
-    folder = path if (path / OOF_LOGITS).is_file() else path.parent
-    if not (folder / OOF_LOGITS).is_file() or not (folder / OOF_GROUPS).is_file():
-        raise DataError(f"no out-of-fold logits ({OOF_LOGITS}, {OOF_GROUPS}) in {path}; run `cnnlab crossval` again")
-    with safe_open(str(folder / OOF_LOGITS), framework="pt") as fh:
+    return (path / ENSEMBLE_OOF_LOGITS).is_file() or (path.parent / ENSEMBLE_OOF_LOGITS).is_file()
+
+
+def load_out_of_fold(path: str | Path, ensemble: bool = False) -> OutOfFold:
+    """The raw out-of-fold logits of the cross-validation in `path`, or of the one an ensemble
+    bundle at `path` was built from (its parent folder): the single fold models', or with
+    `ensemble` the ensemble's own (`--ensemble-oof`)."""
+    path = Path(path)
+    logits_name, groups_name = (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS) if ensemble else (OOF_LOGITS, OOF_GROUPS)
+    folder = path if (path / logits_name).is_file() else path.parent
+    if not (folder / logits_name).is_file() or not (folder / groups_name).is_file():
+        again = "cnnlab crossval --ensemble --ensemble-oof" if ensemble else "cnnlab crossval"
+        raise DataError(f"no out-of-fold logits ({logits_name}, {groups_name}) in {path}; run `{again}` again")
+    with safe_open(str(folder / logits_name), framework="pt") as fh:
         meta = fh.metadata() or {}
         tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open is no dict)
-    with open(folder / OOF_GROUPS, newline="", encoding="utf-8") as fh:
+    with open(folder / groups_name, newline="", encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
     index = tensors["index"].numpy()
     if [int(r["index"]) for r in table] != index.tolist():
-        raise DataError(f"{folder / OOF_GROUPS} does not list the rows of {OOF_LOGITS}; run `cnnlab crossval` again")
+        raise DataError(f"{folder / groups_name} does not list the rows of {logits_name}; run `cnnlab crossval` again")
     groups = np.array([r["group"] for r in table]) if json.loads(meta.get("grouped", "false")) else None
     folds = tensors["fold"].numpy()
     return OutOfFold(
         logits=tensors["logits"],
         labels=tensors["labels"].numpy(),
         groups=groups,
-        name="out-of-fold",
+        name="ensemble out-of-fold" if ensemble else "out-of-fold",
         folds=folds,
         index=index,
         classes=json.loads(meta.get("classes", "[]")),
     )
+
+
+def ensemble_out_of_fold(
+    cfg: Config,
+    fold_data: DataConfig,
+    out: Path,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    folds: int,
+    overwrite: bool,
+    console: Console,
+    single: list[tuple[np.ndarray, int, torch.Tensor]],
+) -> dict[str, Any]:
+    """Train the models that leave folds a and b out (`out/pairs/foldsA+B`), and write each pooled
+    image's mean logits over the K-1 of them that left its fold out (ENSEMBLE_OOF_LOGITS). Returns
+    the headline metrics of those predictions beside the single fold models' (`single`: the
+    crossval's (index, fold, logits) parts)."""
+    pairs = [(a, b) for a in range(folds) for b in range(a + 1, folds)]
+    total: torch.Tensor | None = None
+    count = np.zeros(len(y), dtype=np.int64)
+    fold_of = np.zeros(len(y), dtype=np.int64)
+    for index, k, _ in single:
+        fold_of[index] = k
+    for n, (a, b) in enumerate(pairs):
+        run_dir = out / PAIRS / f"folds{a + 1}+{b + 1}"
+        pair_cfg = cfg.replace(name=f"{cfg.name}-folds{a + 1}+{b + 1}", data=replace(fold_data, fold=a, second_fold=b))
+        part = fold_splits(y, groups, folds, a, fold_data.val_fraction, fold_data.split_seed, b)
+        sizes = f"train {len(part['train']):,}, val {len(part['val']):,}, folds {a + 1} and {b + 1} held out"
+        train_or_reuse(pair_cfg, run_dir, f"ensemble out-of-fold model {n + 1}/{len(pairs)}", sizes, overwrite, console)
+        clf = load(run_dir, device=cfg.train.device)
+        test = split_outputs(clf, bundle_data(run_dir, clf), "test")
+        if not np.array_equal(test.labels, y[part["test"]]):  # a reused bundle of other data
+            raise DataError(f"{run_dir} was trained on other data than this run's; pass --overwrite")
+        logits = test.logits.float()
+        total = torch.zeros(len(y), logits.shape[1]) if total is None else total
+        total[torch.from_numpy(part["test"])] += logits
+        count[part["test"]] += 1
+    assert total is not None and (count == folds - 1).all()  # each image: the K-1 pairs holding its fold out
+    mean = total / torch.from_numpy(count).unsqueeze(1).float()
+    raw = [(np.flatnonzero(fold_of == k), k, mean[torch.from_numpy(np.flatnonzero(fold_of == k))])
+           for k in range(1, folds + 1)]  # fmt: skip
+    card = read_card(out / PAIRS / "folds1+2")
+    write_out_of_fold(out, raw, y, groups, card, (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS))
+    members = torch.zeros_like(mean)
+    for index, _, logits in single:
+        members[torch.from_numpy(index)] = logits.float()
+    scores = {}
+    for name, logits in (("single fold models", members), (f"ensembles of {folds - 1}", mean)):
+        proba = probabilities(logits, card.binary)
+        m = classification_metrics(y, proba.numpy(), card.classes)
+        scores[name] = {**summary_row(m), "mean_confidence": float(proba.max(dim=1).values.mean())}
+    console.print(
+        "out-of-fold accuracy, single fold models {:.4f}, ensembles of {} {:.4f}".format(
+            scores["single fold models"]["accuracy"], folds - 1, scores[f"ensembles of {folds - 1}"]["accuracy"]
+        )
+    )
+    return {"models": len(pairs), "logits": ENSEMBLE_OOF_LOGITS, "uncalibrated": scores}
 
 
 # --------------------------------------------------------------------------- the ensemble bundle

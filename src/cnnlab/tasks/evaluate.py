@@ -39,7 +39,11 @@ from cnnlab.figures import plot_labelled_images
 from cnnlab.fileio import atomic_write_json
 from cnnlab.models.outputs import probabilities
 
-FIT_SET_TEXT = {"val": "the validation split", "out-of-fold": "the out-of-fold predictions of a k-fold run"}
+FIT_SET_TEXT = {
+    "val": "the validation split",
+    "out-of-fold": "the out-of-fold predictions of a k-fold run",
+    "ensemble out-of-fold": "the out-of-fold predictions of ensembles of K-1 fold models that never saw the image",
+}
 """How the report names the images a calibration or an operating point was fitted on."""
 
 
