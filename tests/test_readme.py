@@ -41,6 +41,7 @@ SKIPPED: dict[str, str] = {
     "cnnlab calibrate runs/lite0-xray --positive 'not normal' --target-sensitivity 0.95": "needs the lite0-xray bundle",
     "cnnlab crossval lite0-xray --folds 5 --group-by patient_id": TRAINS,
     "cnnlab crossval lite0-xray --folds 5 --ensemble": TRAINS,
+    "cnnlab crossval lite0-xray --folds 5 --ensemble --ensemble-oof": TRAINS,
     "cnnlab crossval lite0-xray --by-source": TRAINS,
     "cnnlab evaluate runs/lite0-xray --data-dir ~/xrays-other-hospital": "reads a folder from another hospital",
     "cnnlab shortcuts runs/lite0-xray": "needs the lite0-xray bundle",

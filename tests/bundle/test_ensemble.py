@@ -213,7 +213,8 @@ def test_the_ensembles_out_of_fold_logits_come_from_models_that_never_saw_the_im
     pairs = sorted((tmp / "cv" / "pairs").iterdir())
     assert [p.name for p in pairs] == ["folds1+2", "folds1+3", "folds2+3"]
     assert result.ensemble_oof["models"] == 3 and set(result.ensemble_oof["uncalibrated"]) == {
-        "single fold models", "ensembles of 2"}  # fmt: skip
+        "single fold models", "single models leaving two folds out", "ensembles of 2"}  # fmt: skip
+    assert result.ensemble_oof["uncalibrated"]["single models leaving two folds out"]["images"] == 2 * len(oof.index)
     held: dict[int, list[torch.Tensor]] = {}
     for run in pairs:
         a, b = (int(f) for f in run.name.removeprefix("folds").split("+"))

@@ -97,9 +97,11 @@ def crossval(
     With `ensemble_oof` (K >= 3), the K(K-1)/2 models that each leave two folds out are trained too
     (`out/pairs`), so that every pooled image gets a prediction from an ensemble none of whose K-1
     members saw it: the mean of the logits of the models that left its fold and one other out
-    (ENSEMBLE_OOF_LOGITS). An ensemble is more accurate, and less confident for its accuracy, than
-    its members: its calibration and operating point belong on its own held-out predictions, which
-    the single fold models' out-of-fold logits only approximate (`cnnlab calibrate` prefers these).
+    (ENSEMBLE_OOF_LOGITS). An ensemble is often more accurate, and less confident for its accuracy,
+    than its members: its calibration and operating point belong on its own held-out predictions,
+    which the single fold models' out-of-fold logits only approximate (`cnnlab calibrate` prefers
+    these). Its members train on (K-2)/K of the data, though: where that weakens them more than
+    ensembling helps, the fold models' logits are the closer fit set (README).
 
     A finished fold bundle already in `out` is reused, so an interrupted cross-validation goes on
     where it stopped. Folds train and are scored on `train.device`."""
@@ -333,6 +335,7 @@ def ensemble_out_of_fold(
     pairs = [(a, b) for a in range(folds) for b in range(a + 1, folds)]
     total: torch.Tensor | None = None
     count = np.zeros(len(y), dtype=np.int64)
+    alone: list[tuple[np.ndarray, torch.Tensor]] = []  # each pair model's own predictions
     fold_of = np.zeros(len(y), dtype=np.int64)
     for index, k, _ in single:
         fold_of[index] = k
@@ -350,6 +353,7 @@ def ensemble_out_of_fold(
         total = torch.zeros(len(y), logits.shape[1]) if total is None else total
         total[torch.from_numpy(part["test"])] += logits
         count[part["test"]] += 1
+        alone.append((part["test"], logits))
     assert total is not None and (count == folds - 1).all()  # each image: the K-1 pairs holding its fold out
     mean = total / torch.from_numpy(count).unsqueeze(1).float()
     raw = [(np.flatnonzero(fold_of == k), k, mean[torch.from_numpy(np.flatnonzero(fold_of == k))])
@@ -359,10 +363,16 @@ def ensemble_out_of_fold(
     members = torch.zeros_like(mean)
     for index, _, logits in single:
         members[torch.from_numpy(index)] = logits.float()
+    pair_index = np.concatenate([index for index, _ in alone])
+    pair_logits = torch.cat([logits for _, logits in alone])
     scores = {}
-    for name, logits in (("single fold models", members), (f"ensembles of {folds - 1}", mean)):
+    for name, labels, logits in (
+        ("single fold models", y, members),
+        ("single models leaving two folds out", y[pair_index], pair_logits),  # each image K-1 times
+        (f"ensembles of {folds - 1}", y, mean),
+    ):
         proba = probabilities(logits, card.binary)
-        m = classification_metrics(y, proba.numpy(), card.classes)
+        m = classification_metrics(labels, proba.numpy(), card.classes)
         scores[name] = {**summary_row(m), "mean_confidence": float(proba.max(dim=1).values.mean())}
     console.print(
         "out-of-fold accuracy, single fold models {:.4f}, ensembles of {} {:.4f}".format(
