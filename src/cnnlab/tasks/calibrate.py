@@ -116,7 +116,7 @@ def calibrate(
     # An ensemble's members trained on the validation split (folds are cut from train + val): it is
     # fitted on out-of-fold logits instead, and judged on test alone. Its own (`--ensemble-oof`:
     # ensembles of K-1 models that never saw the image) when the cross-validation wrote them; else
-    # the single fold models', which are less accurate and more confident than the ensemble.
+    # the single fold models', which approximate it (README: which of the two is closer).
     splits = ("test",) if clf.card.members else ("val", "test")
     outputs = {split: split_outputs(clf, data, split) for split in splits if split in data.splits}
     if fit_on is None and clf.card.members:
