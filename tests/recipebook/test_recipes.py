@@ -56,6 +56,8 @@ def test_xray_triage_reports_the_clinical_figures(quick_answer) -> None:
     assert f"{results['crossval']['mean']['macro_roc_auc']:.4f}" in readme
     assert (out / "crossval" / "oof_predictions.csv").is_file()
     assert results["deployed"] == "crossval/ensemble" and results["calibration"]["fitted_on"] == "out-of-fold"
+    by_source = results["operating_point_fit"]["by_source"]  # the threshold's rates on each source's OOF images
+    assert {"kermany", "nih"} <= set(by_source["sources"]) and "normal vs not normal, within" in readme
     test = results["test"]
     assert 0.0 <= test["macro_roc_auc"] <= 1.0 and len(test["macro_roc_auc_ci"]) == 2
     assert f"{test['sensitivity']:.4f}" in readme and f"{test['specificity']:.4f}" in readme

@@ -133,3 +133,25 @@ def test_source_holdout_splits_and_their_errors(tmp_path: Path, monkeypatch: pyt
         load_source(cfg, 16)
     with pytest.raises(DataError, match="needs images from two sources or more"):
         leave_one_source_out(load_config(None, values={"data.source": "mnist-sample"}), tmp_path / "none")
+
+
+def test_kfold_out_of_fold_predictions_carry_their_source(by_source: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from cnnlab.tasks.crossval import crossval, load_out_of_fold
+
+    cfg, _, tmp = by_source
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp / "cache"))
+    result = crossval(cfg, 3, tmp / "kfold")
+    oof = load_out_of_fold(result.out_dir)
+    assert oof.sources is not None and oof.groups is not None
+    # every patient id starts with its source (three_source_folder)
+    assert oof.sources.tolist() == [g.split("-")[0] for g in oof.groups.tolist()]
+    with open(result.out_dir / "oof_predictions.csv") as fh:
+        rows = {int(r["index"]): r for r in csv.DictReader(fh)}
+    saved = json.loads((result.out_dir / "crossval.json").read_text())["by_source"]
+    assert {s: r["images"] for s, r in saved["sources"].items()} == {"a": 20, "b": 26, "c": 8}
+    a = [rows[int(i)] for i, s in zip(oof.index, oof.sources, strict=True) if s == "a"]
+    expected = roc_auc_score([r["label"] == "sick" for r in a], [float(r["p_sick"]) for r in a])
+    assert saved["sources"]["a"]["roc_auc"]["sick"] == pytest.approx(expected)
+    assert set(saved["within_source"]) == {"a", "b"}  # c holds one class: no within-source AUC

@@ -28,10 +28,11 @@ from cnnlab.bundle.views import with_views
 from cnnlab.config import Config, DataConfig, load_config
 from cnnlab.data.folder import GROUP_COLUMNS
 from cnnlab.data.preprocess import stats_tensors
-from cnnlab.data.resplit import without_test
+from cnnlab.data.resplit import pooled_per_image, without_test
 from cnnlab.data.sources import load_source, pooled
 from cnnlab.data.splits import check_no_group_leak, fold_splits
 from cnnlab.errors import DataError
+from cnnlab.evaluation.by_source import per_source_metrics
 from cnnlab.evaluation.drift import reference_sample, save_reference
 from cnnlab.evaluation.metrics import classification_metrics, clean
 from cnnlab.fileio import atomic_write_bytes, atomic_write_json, write_csv
@@ -42,7 +43,7 @@ from cnnlab.tasks.train import data_summary, train
 OOF_LOGITS = "oof_logits.safetensors"
 """Raw out-of-fold logits (before any calibration) with labels, pooled index and fold."""
 OOF_GROUPS = "oof_groups.csv"
-"""The patient group of each out-of-fold row, in the order of OOF_LOGITS."""
+"""The patient group and source of each out-of-fold row, in the order of OOF_LOGITS."""
 ENSEMBLE = "ensemble"
 """The ensemble bundle's folder inside the cross-validation folder."""
 ENSEMBLE_OOF_LOGITS = "ensemble_oof_logits.safetensors"
@@ -114,7 +115,9 @@ def crossval(
     spec = get_spec(cfg.model.name)
     fold_data = replace(cfg.data, folds=folds, fold=0, folds_exclude_test=ensemble, holdout_source=None)
     base = load_source(replace(fold_data, folds=0), cfg.data.input_size or spec.input_size, console)
-    _, y, groups = pooled(without_test(base, fold_data))  # what the folds are cut from
+    pool = without_test(base, fold_data)  # what the folds are cut from
+    _, y, groups = pooled(pool)
+    origins = pooled_per_image(pool.sources)
     # Folds are always by patient when the data has patient ids (anything else leaks); --group-by
     # makes the requirement explicit and fails when there are none.
     if group_by is not None and group_by not in GROUP_COLUMNS:
@@ -128,7 +131,7 @@ def crossval(
     held = f"; the test split ({len(base.splits['test'][1]):,} images) stays out for the ensemble" if ensemble else ""
     console.print(f"cross-validation: {len(y):,} images in {folds} folds by {unit} -> {out}{held}")
     out.mkdir(parents=True, exist_ok=True)
-    rows, oof, raw = [], [], []
+    rows, oof, raw, oof_proba = [], [], [], np.zeros((len(y), 0))
     fold_dirs = [out / f"fold{k + 1}" for k in range(folds)]
     for k, (part, fold_dir) in enumerate(zip(parts, fold_dirs, strict=True)):
         fold_cfg = cfg.replace(name=f"{cfg.name}-fold{k + 1}", data=replace(fold_data, fold=k))
@@ -142,6 +145,9 @@ def crossval(
         proba = clf.calibrated(test.logits).numpy()
         rows.append({"fold": k + 1, **summary_row(classification_metrics(test.labels, proba, clf.classes))})
         raw.append((part["test"], k + 1, test.logits))
+        if oof_proba.shape[1] != proba.shape[1]:
+            oof_proba = np.zeros((len(y), proba.shape[1]))
+        oof_proba[part["test"]] = proba
         for i, p in zip(part["test"], proba, strict=True):
             oof.append({"index": int(i), "fold": k + 1, "group": "" if groups is None else str(groups[i]),
                         "label": clf.classes[int(y[i])], "predicted": clf.classes[int(p.argmax())],
@@ -151,10 +157,14 @@ def crossval(
     std = {key: float(np.nanstd([r[key] for r in rows], ddof=1)) for key in keys}
     write_csv(out / "crossval.csv", [*rows, {"fold": "mean", **mean}, {"fold": "std", **std}])
     write_csv(out / "oof_predictions.csv", sorted(oof, key=lambda r: r["index"]))
-    write_out_of_fold(out, raw, y.numpy(), groups, read_card(fold_dirs[0]))
+    card = read_card(fold_dirs[0])
+    write_out_of_fold(out, raw, y.numpy(), groups, card, sources=origins)
+    # Where the sources differ in difficulty, the pooled figures hide it: every image's out-of-fold
+    # prediction, broken down by source (within-source AUCs: no source shortcut can explain them).
+    by_source = per_source_metrics(y.numpy(), oof_proba, card.classes, origins, groups) if origins is not None else None
     nested = None
     if ensemble_oof:
-        nested = ensemble_out_of_fold(cfg, fold_data, out, y.numpy(), groups, folds, overwrite, console, raw)
+        nested = ensemble_out_of_fold(cfg, fold_data, out, y.numpy(), groups, origins, folds, overwrite, console, raw)
     else:  # an earlier run's would describe other folds' ensemble, and `calibrate` would fit on them
         for stale in (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS):
             (out / stale).unlink(missing_ok=True)
@@ -171,6 +181,7 @@ def crossval(
         "per_fold": rows,
         "mean": mean,
         "std": std,
+        "by_source": by_source,
         "test_split": "set apart from the folds (--ensemble)" if ensemble else "pooled into the folds",
         "out_of_fold_logits": OOF_LOGITS,
         "ensemble": scored,
@@ -245,6 +256,8 @@ class OutOfFold:
     index: np.ndarray
     """Each row's position in the pooled data the folds were cut from (oof_predictions.csv's index)."""
     classes: list[str]
+    sources: np.ndarray | None = None
+    """Each row's source (metadata.csv's `source`), when the data names them."""
 
 
 def write_out_of_fold(
@@ -254,9 +267,10 @@ def write_out_of_fold(
     groups: np.ndarray | None,
     card: ModelCard,
     names: tuple[str, str] = (OOF_LOGITS, OOF_GROUPS),
+    sources: np.ndarray | None = None,
 ) -> None:
     """`names`: OOF_LOGITS (safetensors: logits, labels, index, fold; classes in its metadata) and
-    OOF_GROUPS (index, fold, group), rows in pooled-index order. No pickle anywhere."""
+    OOF_GROUPS (index, fold, group, source), rows in pooled-index order. No pickle anywhere."""
     index = np.concatenate([idx for idx, _, _ in raw])
     fold = np.concatenate([np.full(len(idx), k) for idx, k, _ in raw])
     logits = torch.cat([lg for _, _, lg in raw]).float()
@@ -274,9 +288,13 @@ def write_out_of_fold(
         "grouped": json.dumps(groups is not None),
     }
     atomic_write_bytes(out / names[0], save_safetensors(tensors, metadata=meta))
-    group_of = (lambda i: str(groups[i])) if groups is not None else (lambda i: "")
-    rows = [{"index": int(i), "fold": int(f), "group": group_of(int(i))} for i, f in zip(index, fold, strict=True)]
-    write_csv(out / names[1], rows, ["index", "fold", "group"])
+
+    def of(values: np.ndarray | None, i: int) -> str:
+        return "" if values is None else str(values[i])
+
+    rows = [{"index": int(i), "fold": int(f), "group": of(groups, int(i)), "source": of(sources, int(i))}
+            for i, f in zip(index, fold, strict=True)]  # fmt: skip
+    write_csv(out / names[1], rows, ["index", "fold", "group", "source"])
 
 
 def has_ensemble_out_of_fold(path: str | Path) -> bool:
@@ -305,6 +323,8 @@ def load_out_of_fold(path: str | Path, ensemble: bool = False) -> OutOfFold:
     if [int(r["index"]) for r in table] != index.tolist():
         raise DataError(f"{folder / groups_name} does not list the rows of {logits_name}; run `cnnlab crossval` again")
     groups = np.array([r["group"] for r in table]) if json.loads(meta.get("grouped", "false")) else None
+    # Written before sources were: no column. A data set without sources: every cell empty.
+    sources = np.array([r.get("source") or "" for r in table])
     folds = tensors["fold"].numpy()
     return OutOfFold(
         logits=tensors["logits"],
@@ -314,6 +334,7 @@ def load_out_of_fold(path: str | Path, ensemble: bool = False) -> OutOfFold:
         folds=folds,
         index=index,
         classes=json.loads(meta.get("classes", "[]")),
+        sources=sources if any(sources.tolist()) else None,
     )
 
 
@@ -323,6 +344,7 @@ def ensemble_out_of_fold(
     out: Path,
     y: np.ndarray,
     groups: np.ndarray | None,
+    sources: np.ndarray | None,
     folds: int,
     overwrite: bool,
     console: Console,
@@ -359,7 +381,7 @@ def ensemble_out_of_fold(
     raw = [(np.flatnonzero(fold_of == k), k, mean[torch.from_numpy(np.flatnonzero(fold_of == k))])
            for k in range(1, folds + 1)]  # fmt: skip
     card = read_card(out / PAIRS / "folds1+2")
-    write_out_of_fold(out, raw, y, groups, card, (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS))
+    write_out_of_fold(out, raw, y, groups, card, (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS), sources)
     members = torch.zeros_like(mean)
     for index, _, logits in single:
         members[torch.from_numpy(index)] = logits.float()
