@@ -22,7 +22,8 @@ from cnnlab.bundle.data import bundle_data, split_outputs
 from cnnlab.config import load_config
 from cnnlab.serve.app import create_app
 from cnnlab.serve.settings import ServeSettings
-from cnnlab.tasks.crossval import crossval, load_out_of_fold
+from cnnlab.tasks.crossval import crossval
+from cnnlab.tasks.out_of_fold import load_out_of_fold
 from tests.evaluation.test_crossval import patient_folder
 from tests.serve.conftest import Service, png_bytes
 from tests.tasks.helpers import run_cli

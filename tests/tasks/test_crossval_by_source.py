@@ -138,7 +138,8 @@ def test_source_holdout_splits_and_their_errors(tmp_path: Path, monkeypatch: pyt
 def test_kfold_out_of_fold_predictions_carry_their_source(by_source: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     from sklearn.metrics import roc_auc_score
 
-    from cnnlab.tasks.crossval import crossval, load_out_of_fold
+    from cnnlab.tasks.crossval import crossval
+    from cnnlab.tasks.out_of_fold import load_out_of_fold
 
     cfg, _, tmp = by_source
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp / "cache"))

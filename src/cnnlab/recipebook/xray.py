@@ -24,10 +24,11 @@ from cnnlab.recipebook.xray_checks import (
     source_table,
 )
 from cnnlab.tasks.calibrate import calibrate
-from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval, load_out_of_fold
+from cnnlab.tasks.crossval import CROSSVAL_METRICS, crossval
 from cnnlab.tasks.evaluate import evaluate
 from cnnlab.tasks.explain import explain_files
 from cnnlab.tasks.export import export_model
+from cnnlab.tasks.out_of_fold import load_out_of_fold
 
 POSITIVE = "not normal"
 TARGET_SENSITIVITY = 0.95

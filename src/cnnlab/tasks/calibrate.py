@@ -37,7 +37,7 @@ from cnnlab.evaluation.operating import (
     parse_positive,
 )
 from cnnlab.models.outputs import probabilities
-from cnnlab.tasks.crossval import has_ensemble_out_of_fold, load_out_of_fold
+from cnnlab.tasks.out_of_fold import has_ensemble_out_of_fold, load_out_of_fold
 
 METHOD_CHOICES = (*CALIBRATION_METHODS, "none", "auto")
 """auto: the best by held-out log loss; none: keep the card's calibration (operating point only)."""

@@ -5,8 +5,6 @@ logits to calibrate it on. Leave-one-source-out is `by_source.py`."""
 
 from __future__ import annotations
 
-import csv
-import json
 import platform
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -16,8 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from safetensors import safe_open
-from safetensors.torch import save as save_safetensors
 
 from cnnlab import __version__, bundle
 from cnnlab.bundle.card import ModelCard, read_card
@@ -35,21 +31,19 @@ from cnnlab.errors import DataError
 from cnnlab.evaluation.by_source import per_source_metrics
 from cnnlab.evaluation.drift import reference_sample, save_reference
 from cnnlab.evaluation.metrics import classification_metrics, clean
-from cnnlab.fileio import atomic_write_bytes, atomic_write_json, write_csv
+from cnnlab.fileio import atomic_write_json, write_csv
 from cnnlab.models import get_spec
 from cnnlab.models.outputs import probabilities
+from cnnlab.tasks.out_of_fold import (
+    ENSEMBLE_OOF_GROUPS,
+    ENSEMBLE_OOF_LOGITS,
+    OOF_LOGITS,
+    write_out_of_fold,
+)
 from cnnlab.tasks.train import data_summary, train
 
-OOF_LOGITS = "oof_logits.safetensors"
-"""Raw out-of-fold logits (before any calibration) with labels, pooled index and fold."""
-OOF_GROUPS = "oof_groups.csv"
-"""The patient group and source of each out-of-fold row, in the order of OOF_LOGITS."""
 ENSEMBLE = "ensemble"
 """The ensemble bundle's folder inside the cross-validation folder."""
-ENSEMBLE_OOF_LOGITS = "ensemble_oof_logits.safetensors"
-ENSEMBLE_OOF_GROUPS = "ensemble_oof_groups.csv"
-"""With `--ensemble-oof`: each pooled image's logits from an ensemble of K-1 models none of which
-saw it (the mean over the models that leave its fold and one other out), in OOF_LOGITS' format."""
 PAIRS = "pairs"
 """The folder of the models that leave two folds out (`--ensemble-oof`)."""
 
@@ -235,107 +229,6 @@ def reusable(run_dir: Path, data: DataConfig, overwrite: bool) -> bool:
             f"{run_dir} holds a bundle of another cut of the data; pass --overwrite or choose another --out"
         )
     return True
-
-
-# --------------------------------------------------------------------------- out-of-fold logits
-
-
-@dataclass
-class OutOfFold:
-    """Every pooled image's raw logits from the fold model that did not train on it: what a
-    calibration of the ensemble can be fitted on (`cnnlab.tasks.calibrate.FitSet(logits, labels,
-    groups, name)` takes the first four fields)."""
-
-    logits: torch.Tensor
-    """(N, num_classes) float32, or (N, 1) for a binary model; before any calibration."""
-    labels: np.ndarray
-    groups: np.ndarray | None
-    name: str
-    folds: np.ndarray
-    """The fold (1..K) whose model gave each row."""
-    index: np.ndarray
-    """Each row's position in the pooled data the folds were cut from (oof_predictions.csv's index)."""
-    classes: list[str]
-    sources: np.ndarray | None = None
-    """Each row's source (metadata.csv's `source`), when the data names them."""
-
-
-def write_out_of_fold(
-    out: Path,
-    raw: list[tuple[np.ndarray, int, torch.Tensor]],
-    y: np.ndarray,
-    groups: np.ndarray | None,
-    card: ModelCard,
-    names: tuple[str, str] = (OOF_LOGITS, OOF_GROUPS),
-    sources: np.ndarray | None = None,
-) -> None:
-    """`names`: OOF_LOGITS (safetensors: logits, labels, index, fold; classes in its metadata) and
-    OOF_GROUPS (index, fold, group, source), rows in pooled-index order. No pickle anywhere."""
-    index = np.concatenate([idx for idx, _, _ in raw])
-    fold = np.concatenate([np.full(len(idx), k) for idx, k, _ in raw])
-    logits = torch.cat([lg for _, _, lg in raw]).float()
-    order = np.argsort(index, kind="stable")
-    index, fold, logits = index[order], fold[order], logits[torch.from_numpy(order)]
-    tensors = {
-        "logits": logits.contiguous(),
-        "labels": torch.from_numpy(y[index].astype(np.int64)),
-        "index": torch.from_numpy(index.astype(np.int64)),
-        "fold": torch.from_numpy(fold.astype(np.int64)),
-    }
-    meta = {
-        "classes": json.dumps(card.classes),
-        "binary": json.dumps(card.binary),
-        "grouped": json.dumps(groups is not None),
-    }
-    atomic_write_bytes(out / names[0], save_safetensors(tensors, metadata=meta))
-
-    def of(values: np.ndarray | None, i: int) -> str:
-        return "" if values is None else str(values[i])
-
-    rows = [{"index": int(i), "fold": int(f), "group": of(groups, int(i)), "source": of(sources, int(i))}
-            for i, f in zip(index, fold, strict=True)]  # fmt: skip
-    write_csv(out / names[1], rows, ["index", "fold", "group", "source"])
-
-
-def has_ensemble_out_of_fold(path: str | Path) -> bool:
-    """Whether the cross-validation in `path` (or the one the ensemble bundle at `path` was built
-    from) wrote the ensemble's own out-of-fold logits (`--ensemble-oof`)."""
-    path = Path(path)
-    return (path / ENSEMBLE_OOF_LOGITS).is_file() or (path.parent / ENSEMBLE_OOF_LOGITS).is_file()
-
-
-def load_out_of_fold(path: str | Path, ensemble: bool = False) -> OutOfFold:
-    """The raw out-of-fold logits of the cross-validation in `path`, or of the one an ensemble
-    bundle at `path` was built from (its parent folder): the single fold models', or with
-    `ensemble` the ensemble's own (`--ensemble-oof`)."""
-    path = Path(path)
-    logits_name, groups_name = (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS) if ensemble else (OOF_LOGITS, OOF_GROUPS)
-    folder = path if (path / logits_name).is_file() else path.parent
-    if not (folder / logits_name).is_file() or not (folder / groups_name).is_file():
-        again = "cnnlab crossval --ensemble --ensemble-oof" if ensemble else "cnnlab crossval"
-        raise DataError(f"no out-of-fold logits ({logits_name}, {groups_name}) in {path}; run `{again}` again")
-    with safe_open(str(folder / logits_name), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open is no dict)
-    with open(folder / groups_name, newline="", encoding="utf-8") as fh:
-        table = list(csv.DictReader(fh))
-    index = tensors["index"].numpy()
-    if [int(r["index"]) for r in table] != index.tolist():
-        raise DataError(f"{folder / groups_name} does not list the rows of {logits_name}; run `cnnlab crossval` again")
-    groups = np.array([r["group"] for r in table]) if json.loads(meta.get("grouped", "false")) else None
-    # Written before sources were: no column. A data set without sources: every cell empty.
-    sources = np.array([r.get("source") or "" for r in table])
-    folds = tensors["fold"].numpy()
-    return OutOfFold(
-        logits=tensors["logits"],
-        labels=tensors["labels"].numpy(),
-        groups=groups,
-        name="ensemble out-of-fold" if ensemble else "out-of-fold",
-        folds=folds,
-        index=index,
-        classes=json.loads(meta.get("classes", "[]")),
-        sources=sources if any(sources.tolist()) else None,
-    )
 
 
 def ensemble_out_of_fold(
