@@ -184,13 +184,10 @@ def _point_by_source(deployed: Path) -> tuple[list[Any], dict[str, Any] | None]:
     clf = load(deployed)  # as calibrated: its card holds the threshold
     proba = clf.calibrated(oof.logits).numpy()
     found = per_source_metrics(oof.labels, proba, clf.classes, oof.sources, oof.groups, clf.card.threshold)
-    rows = [
-        [source, str(r["images"]), fmt(r["roc_auc"].get("normal") if r["counts"].get("normal") else None),
-         fmt(r["operating_point"]["sensitivity"]), fmt(r["operating_point"]["specificity"])]
-        for source, r in found["sources"].items()
-    ]  # fmt: skip
     spec = {source: r["operating_point"]["specificity"] for source, r in found["sources"].items()}
     auc = {source: r["roc_auc"].get("normal") for source, r in found["sources"].items() if r["counts"].get("normal")}
+    rows = [[source, str(r["images"]), fmt(auc.get(source)), fmt(r["operating_point"]["sensitivity"]),
+             fmt(spec[source])] for source, r in found["sources"].items()]  # fmt: skip
     hardest = min(auc, key=lambda k: auc[k]) if auc else None
     blocks: list[Any] = [
         f"The same operating point on each source's out-of-fold images ('normal' against '{POSITIVE}' within the "

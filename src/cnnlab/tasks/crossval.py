@@ -125,7 +125,7 @@ def crossval(
     held = f"; the test split ({len(base.splits['test'][1]):,} images) stays out for the ensemble" if ensemble else ""
     console.print(f"cross-validation: {len(y):,} images in {folds} folds by {unit} -> {out}{held}")
     out.mkdir(parents=True, exist_ok=True)
-    rows, oof, raw, oof_proba = [], [], [], np.zeros((len(y), 0))
+    rows, oof, raw, calibrated = [], [], [], []
     fold_dirs = [out / f"fold{k + 1}" for k in range(folds)]
     for k, (part, fold_dir) in enumerate(zip(parts, fold_dirs, strict=True)):
         fold_cfg = cfg.replace(name=f"{cfg.name}-fold{k + 1}", data=replace(fold_data, fold=k))
@@ -139,9 +139,7 @@ def crossval(
         proba = clf.calibrated(test.logits).numpy()
         rows.append({"fold": k + 1, **summary_row(classification_metrics(test.labels, proba, clf.classes))})
         raw.append((part["test"], k + 1, test.logits))
-        if oof_proba.shape[1] != proba.shape[1]:
-            oof_proba = np.zeros((len(y), proba.shape[1]))
-        oof_proba[part["test"]] = proba
+        calibrated.append((part["test"], proba))
         for i, p in zip(part["test"], proba, strict=True):
             oof.append({"index": int(i), "fold": k + 1, "group": "" if groups is None else str(groups[i]),
                         "label": clf.classes[int(y[i])], "predicted": clf.classes[int(p.argmax())],
@@ -155,10 +153,15 @@ def crossval(
     write_out_of_fold(out, raw, y.numpy(), groups, card, sources=origins)
     # Where the sources differ in difficulty, the pooled figures hide it: every image's out-of-fold
     # prediction, broken down by source (within-source AUCs: no source shortcut can explain them).
-    by_source = per_source_metrics(y.numpy(), oof_proba, card.classes, origins, groups) if origins is not None else None
+    by_source = None
+    if origins is not None:
+        oof_proba = np.zeros((len(y), len(card.classes)))
+        for index, proba in calibrated:
+            oof_proba[index] = proba
+        by_source = per_source_metrics(y.numpy(), oof_proba, card.classes, origins, groups)
     nested = None
     if ensemble_oof:
-        nested = ensemble_out_of_fold(cfg, fold_data, out, y.numpy(), groups, origins, folds, overwrite, console, raw)
+        nested = ensemble_out_of_fold(cfg, fold_data, out, y.numpy(), groups, origins, card, overwrite, console, raw)
     else:  # an earlier run's would describe other folds' ensemble, and `calibrate` would fit on them
         for stale in (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS):
             (out / stale).unlink(missing_ok=True)
@@ -238,7 +241,7 @@ def ensemble_out_of_fold(
     y: np.ndarray,
     groups: np.ndarray | None,
     sources: np.ndarray | None,
-    folds: int,
+    card: ModelCard,
     overwrite: bool,
     console: Console,
     single: list[tuple[np.ndarray, int, torch.Tensor]],
@@ -246,14 +249,10 @@ def ensemble_out_of_fold(
     """Train the models that leave folds a and b out (`out/pairs/foldsA+B`), and write each pooled
     image's mean logits over the K-1 of them that left its fold out (ENSEMBLE_OOF_LOGITS). Returns
     the headline metrics of those predictions beside the single fold models' (`single`: the
-    crossval's (index, fold, logits) parts)."""
+    crossval's (index, fold, logits) parts, one per fold; `card`: a fold model's)."""
+    folds = len(single)
     pairs = [(a, b) for a in range(folds) for b in range(a + 1, folds)]
-    total: torch.Tensor | None = None
-    count = np.zeros(len(y), dtype=np.int64)
     alone: list[tuple[np.ndarray, torch.Tensor]] = []  # each pair model's own predictions
-    fold_of = np.zeros(len(y), dtype=np.int64)
-    for index, k, _ in single:
-        fold_of[index] = k
     for n, (a, b) in enumerate(pairs):
         run_dir = out / PAIRS / f"folds{a + 1}+{b + 1}"
         pair_cfg = cfg.replace(name=f"{cfg.name}-folds{a + 1}+{b + 1}", data=replace(fold_data, fold=a, second_fold=b))
@@ -264,16 +263,15 @@ def ensemble_out_of_fold(
         test = split_outputs(clf, bundle_data(run_dir, clf), "test")
         if not np.array_equal(test.labels, y[part["test"]]):  # a reused bundle of other data
             raise DataError(f"{run_dir} was trained on other data than this run's; pass --overwrite")
-        logits = test.logits.float()
-        total = torch.zeros(len(y), logits.shape[1]) if total is None else total
-        total[torch.from_numpy(part["test"])] += logits
-        count[part["test"]] += 1
-        alone.append((part["test"], logits))
-    assert total is not None and (count == folds - 1).all()  # each image: the K-1 pairs holding its fold out
+        alone.append((part["test"], test.logits.float()))
+    total = torch.zeros(len(y), alone[0][1].shape[1])
+    count = np.zeros(len(y), dtype=np.int64)
+    for index, logits in alone:
+        total[torch.from_numpy(index)] += logits
+        count[index] += 1
+    assert (count == folds - 1).all()  # each image: the K-1 pairs holding its fold out
     mean = total / torch.from_numpy(count).unsqueeze(1).float()
-    raw = [(np.flatnonzero(fold_of == k), k, mean[torch.from_numpy(np.flatnonzero(fold_of == k))])
-           for k in range(1, folds + 1)]  # fmt: skip
-    card = read_card(out / PAIRS / "folds1+2")
+    raw = [(index, k, mean[torch.from_numpy(index)]) for index, k, _ in single]
     write_out_of_fold(out, raw, y, groups, card, (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS), sources)
     members = torch.zeros_like(mean)
     for index, _, logits in single:
@@ -289,11 +287,6 @@ def ensemble_out_of_fold(
         proba = probabilities(logits, card.binary)
         m = classification_metrics(labels, proba.numpy(), card.classes)
         scores[name] = {**summary_row(m), "mean_confidence": float(proba.max(dim=1).values.mean())}
-    console.print(
-        "out-of-fold accuracy, single fold models {:.4f}, ensembles of {} {:.4f}".format(
-            scores["single fold models"]["accuracy"], folds - 1, scores[f"ensembles of {folds - 1}"]["accuracy"]
-        )
-    )
     return {"models": len(pairs), "logits": ENSEMBLE_OOF_LOGITS, "uncalibrated": scores}
 
 

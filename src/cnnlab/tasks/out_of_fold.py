@@ -86,11 +86,15 @@ def write_out_of_fold(
     write_csv(out / names[1], rows, ["index", "fold", "group", "source"])
 
 
+def _folder_of(path: Path, name: str) -> Path:
+    """The cross-validation folder of `path`: `path` itself, or the parent of an ensemble bundle."""
+    return path if (path / name).is_file() else path.parent
+
+
 def has_ensemble_out_of_fold(path: str | Path) -> bool:
     """Whether the cross-validation in `path` (or the one the ensemble bundle at `path` was built
     from) wrote the ensemble's own out-of-fold logits (`--ensemble-oof`)."""
-    path = Path(path)
-    return (path / ENSEMBLE_OOF_LOGITS).is_file() or (path.parent / ENSEMBLE_OOF_LOGITS).is_file()
+    return (_folder_of(Path(path), ENSEMBLE_OOF_LOGITS) / ENSEMBLE_OOF_LOGITS).is_file()
 
 
 def load_out_of_fold(path: str | Path, ensemble: bool = False) -> OutOfFold:
@@ -99,7 +103,7 @@ def load_out_of_fold(path: str | Path, ensemble: bool = False) -> OutOfFold:
     `ensemble` the ensemble's own (`--ensemble-oof`)."""
     path = Path(path)
     logits_name, groups_name = (ENSEMBLE_OOF_LOGITS, ENSEMBLE_OOF_GROUPS) if ensemble else (OOF_LOGITS, OOF_GROUPS)
-    folder = path if (path / logits_name).is_file() else path.parent
+    folder = _folder_of(path, logits_name)
     if not (folder / logits_name).is_file() or not (folder / groups_name).is_file():
         again = "cnnlab crossval --ensemble --ensemble-oof" if ensemble else "cnnlab crossval"
         raise DataError(f"no out-of-fold logits ({logits_name}, {groups_name}) in {path}; run `{again}` again")
